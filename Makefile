@@ -1,0 +1,35 @@
+# The two commands a fresh machine needs:  make demo   and   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo
+SEED   ?= 7
+
+.PHONY: demo test install lint clean-demo
+
+# Create the virtual environment and install tessera with the pinned versions.
+# torch is installed first and alone so that it resolves to the CPU build (see README for CUDA).
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Write the bundled demo cohort and run the whole workflow on it.
+demo: $(STAMP)
+	$(BIN)/tessera demo $(DEMO) --seed $(SEED)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local
+
+test: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/snakefmt --check Snakefile rules
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+
+clean-demo:
+	rm -rf $(DEMO) results logs .snakemake

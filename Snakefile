@@ -1,0 +1,22 @@
+"""tessera: slides, genomes and outcomes → features, survival models and reports.
+
+Run:  snakemake --profile profiles/local            (demo cohort, config/config.yaml)
+      snakemake --profile profiles/local --configfile my-cohort.yaml
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/slides.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/qc/slides.tsv",

@@ -1,0 +1,39 @@
+# Slide stage: per shard, tissue masks, patch/region grids, GeoJSON and QC thumbnails;
+# then the cohort's QC index. A slide that fails is recorded in its shard's index.tsv with the
+# reason; the shard and the cohort go on, and later stages skip it.
+
+
+rule patch_slides:
+    output:
+        directory("results/slides/shard-{shard}"),
+    params:
+        slides=lambda wc: PLAN.slides_by_shard[wc.shard],
+        patching=config["patching"],
+    log:
+        "logs/slides/shard-{shard}.log",
+    benchmark:
+        "logs/benchmarks/slides/shard-{shard}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/slides.yaml"
+    script:
+        "../scripts/patch_slides.py"
+
+
+rule slides_qc:
+    input:
+        shard_dirs("results/slides/shard-{shard}", PLAN.slide_shards),
+    output:
+        "results/qc/slides.tsv",
+    params:
+        shard_dirs=shard_dirs("results/slides/shard-{shard}", PLAN.slide_shards),
+    log:
+        "logs/slides/qc.log",
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/slides.yaml"
+    script:
+        "../scripts/collect_slides_qc.py"

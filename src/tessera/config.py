@@ -1,0 +1,28 @@
+"""Checks of the config that a JSON Schema cannot express (relations between keys)."""
+
+from __future__ import annotations
+
+from tessera.errors import InputError
+
+
+def check_config(config: dict, file: str = "config") -> None:
+    """Raise :class:`InputError` naming the key and the fix when keys contradict each other."""
+    p = config.get("patching", {})
+    patch, region, overlap = p.get("patch_size", 256), p.get("region_size", 4096), p.get("overlap", 0)
+    if region % patch:
+        raise InputError(
+            f"region_size {region} is not a multiple of patch_size {patch}", file=file, field="patching.region_size",
+            fix="make the region a whole number of patches (HIPT: 4096 = 16 x 256)",
+        )
+    if overlap >= patch:
+        raise InputError(
+            f"overlap {overlap} is not smaller than patch_size {patch}", file=file, field="patching.overlap",
+            fix="use an overlap below the patch size (0 keeps patches aligned with regions)",
+        )
+    mask_mpp = p.get("tissue", {}).get("mask_mpp", 8.0)
+    patch_um = patch * p.get("target_mpp", 0.5)
+    if mask_mpp > patch_um / 4:
+        raise InputError(
+            f"mask_mpp {mask_mpp} µm/px is too coarse for {patch_um:g} µm patches", file=file,
+            field="patching.tissue.mask_mpp", fix=f"use at most {patch_um / 4:g} µm/px (4 mask pixels per patch)",
+        )

@@ -1,0 +1,1 @@
+"""The slide stage: open slides, find tissue, lay out patch and region grids, draw QC thumbnails."""
