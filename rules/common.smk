@@ -6,9 +6,10 @@ from snakemake.utils import validate
 from tessera.config import check_config
 from tessera.plan import plan_cohort
 
-
 validate(config, "../config/schemas/config.schema.yaml")
-check_config(config, file="config (merged from config/config.yaml and --configfile/--config)")
+check_config(
+    config, file="config (merged from config/config.yaml and --configfile/--config)"
+)
 PLAN = plan_cohort(config)
 
 
