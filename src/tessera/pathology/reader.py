@@ -1,0 +1,257 @@
+"""A fast tile reader: pixels of a slide's pyramid level, decoded straight from its JPEG tiles.
+
+OpenSlide's ``read_region`` decodes, converts to premultiplied ARGB and paints through a generic path
+at ~400–800 boxes/s per core; decoding the same tiles directly (the compressed bytes from the TIFF's
+tile offsets, ``imagecodecs`` libjpeg-turbo with the level's JPEGTables) runs several times faster
+(GUIDE §4). :class:`TileReader` does that where it is exact and falls back to OpenSlide everywhere else:
+
+* fast path: the slide is a TIFF that OpenSlide reads as ``aperio`` or ``generic-tiff``, the level is a
+  top-level tiled IFD with the size and tile size OpenSlide reports, 8-bit 3-sample contiguous JPEG in
+  YCbCr, or RGB without a JFIF marker (Aperio's raw-RGB JPEG, decoded without colour conversion as
+  OpenSlide does), and the box lies inside the level at whole level pixels;
+* OpenSlide otherwise: another vendor or compression (JPEG 2000 SVS, NDPI, MRXS, ...), boxes crossing
+  the level border or at fractional level positions (OpenSlide interpolates those), and any box touching
+  a missing (zero-length) tile.
+
+Pixels equal OpenSlide's ``read_region`` composited on white (tested on the demo slides and the real
+CMU SVS). A tile that libjpeg-turbo cannot decode, or whose bytes lie past the end of the file, is a
+corrupt slide: :class:`~tessera.errors.SlideError` names the level, tile and byte offset.
+
+Decoded tiles are kept in a small LRU cache (``cache_bytes``) so patch boxes that straddle tiles (the
+CMU slide's 240-px tiles under 256-px patches) decode each tile once when read in row order.
+
+Only pyramid levels are read, never the label or macro images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cv2
+import imagecodecs
+import numpy as np
+import openslide
+import tifffile
+
+from tessera.errors import SlideError
+from tessera.slides.slide import Pyramid, composite_on_white
+
+log = logging.getLogger(__name__)
+
+FAST_VENDORS = ("aperio", "generic-tiff")
+JPEG = 7
+PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR = 2, 6
+
+
+@dataclass
+class JpegLevel:
+    """Where one pyramid level's JPEG tiles are and how to decode them."""
+
+    level: int
+    width: int
+    height: int
+    tile_w: int
+    tile_h: int
+    offsets: np.ndarray  # (n_tiles,) byte offset of each tile, row-major
+    bytecounts: np.ndarray  # (n_tiles,)
+    tables: bytes | None  # JPEGTables (quantisation/Huffman tables shared by all tiles)
+    colorspace: int | None  # JPEG colour space passed to libjpeg (None = from the stream)
+
+    @property
+    def tiles_across(self) -> int:
+        return -(-self.width // self.tile_w)
+
+
+def _why_not_fast(page: tifffile.TiffPage) -> str:
+    """'' when a TIFF page's tiles can be decoded exactly as OpenSlide does; else the reason."""
+    checks = [
+        (page.is_tiled, "not tiled"),
+        (page.compression == JPEG, f"compression {page.compression!r} is not JPEG"),
+        (page.bitspersample == 8 and page.samplesperpixel == 3, "not 8-bit RGB"),
+        (page.planarconfig == 1 and not page.extrasamples, "not contiguous RGB"),
+        (page.imagedepth == 1 and page.tiledepth == 1, "volumetric tiles"),
+        (page.photometric in (PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR), f"photometric {page.photometric!r}"),
+        (not (page.photometric == PHOTOMETRIC_RGB and page.is_jfif), "RGB JPEG with a JFIF marker"),
+        (page.fillorder == 1 and page.predictor == 1, "fill order or predictor"),
+    ]
+    return next((reason for ok, reason in checks if not ok), "")
+
+
+class TileReader:
+    """Read RGB boxes of one slide's pyramid levels; see the module docstring for the fast path.
+
+    ``fast_levels``: level → :class:`JpegLevel` decoded directly; ``fallback``: level → why OpenSlide
+    reads it. Raises :class:`SlideError` when the file cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike, cache_bytes: int = 64 << 20, fast: bool = True) -> None:
+        self.path = str(path)
+        try:
+            self._osr = openslide.OpenSlide(self.path)
+        except (openslide.OpenSlideError, OSError) as e:
+            raise SlideError(f"cannot open slide {self.path}: {e}. Fix: check the file is complete "
+                             "(copy it again if it was truncated)") from e
+        self.dimensions = tuple(self._osr.level_dimensions)
+        self.downsamples = tuple(float(d) for d in self._osr.level_downsamples)
+        self.fast_levels: dict[int, JpegLevel] = {}
+        self.fallback: dict[int, str] = {}
+        self._fd = -1
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_bytes, self._cache_limit = 0, cache_bytes
+        if fast:
+            self._find_fast_levels()
+        else:
+            self.fallback = dict.fromkeys(range(len(self.dimensions)), "fast path disabled")
+
+    def _find_fast_levels(self) -> None:
+        props = self._osr.properties
+        vendor = props.get(openslide.PROPERTY_NAME_VENDOR, "")
+        if vendor not in FAST_VENDORS:
+            self.fallback = dict.fromkeys(range(len(self.dimensions)), f"vendor {vendor or 'unknown'}")
+            return
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                pages = [p for p in tif.pages if isinstance(p, tifffile.TiffPage) and p.is_tiled]
+                for level, (w, h) in enumerate(self.dimensions):
+                    tw = int(props.get(f"openslide.level[{level}].tile-width", 0))
+                    th = int(props.get(f"openslide.level[{level}].tile-height", 0))
+                    match = [p for p in pages if (p.imagewidth, p.imagelength, p.tilewidth, p.tilelength) == (w, h, tw, th)]
+                    reason = "no single TIFF directory matches" if len(match) != 1 else _why_not_fast(match[0])
+                    if reason:
+                        self.fallback[level] = reason
+                        continue
+                    page = match[0]
+                    self.fast_levels[level] = JpegLevel(
+                        level, w, h, tw, th, np.asarray(page.dataoffsets, np.int64),
+                        np.asarray(page.databytecounts, np.int64), page.jpegtables,
+                        PHOTOMETRIC_RGB if page.photometric == PHOTOMETRIC_RGB else None,
+                    )
+        except Exception as e:  # an odd TIFF that OpenSlide still reads: use OpenSlide for everything
+            self.fast_levels.clear()
+            self.fallback = dict.fromkeys(range(len(self.dimensions)), f"TIFF structure: {type(e).__name__}: {e}")
+        if self.fast_levels:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        for level, reason in self.fallback.items():
+            log.debug("%s level %d read with OpenSlide: %s", self.path, level, reason)
+
+    def read(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """RGB (height, width, 3) uint8 of the box at ``level`` whose top-left is level-0 (x, y).
+
+        The same pixels as OpenSlide's ``read_region`` composited on white. The array may be a
+        read-only view of a cached tile: copy it before writing to it.
+        """
+        jl = self.fast_levels.get(level)
+        if jl is not None:
+            lx, ly = x / self.downsamples[level], y / self.downsamples[level]
+            if lx == int(lx) and ly == int(ly) and 0 <= lx and 0 <= ly and lx + width <= jl.width and ly + height <= jl.height:
+                box = self._read_fast(jl, int(lx), int(ly), width, height)
+                if box is not None:
+                    return box
+        return self.read_openslide(x, y, level, width, height)
+
+    def read_openslide(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """The box through OpenSlide (the reference the fast path equals)."""
+        try:
+            rgba = np.asarray(self._osr.read_region((int(x), int(y)), level, (int(width), int(height))))
+        except openslide.OpenSlideError as e:
+            raise SlideError(f"cannot read pixels of {self.path} at level {level}, ({x}, {y}) {width}x{height}: "
+                             f"{e}. Fix: the file is corrupt; copy or export it again") from e
+        return composite_on_white(rgba)
+
+    def _read_fast(self, jl: JpegLevel, lx: int, ly: int, width: int, height: int) -> np.ndarray | None:
+        tx0, ty0 = lx // jl.tile_w, ly // jl.tile_h
+        tx1, ty1 = (lx + width - 1) // jl.tile_w, (ly + height - 1) // jl.tile_h
+        indices = [ty * jl.tiles_across + tx for ty in range(ty0, ty1 + 1) for tx in range(tx0, tx1 + 1)]
+        if (jl.bytecounts[indices] == 0).any():
+            return None  # a missing tile: OpenSlide knows how the vendor fills it
+        if len(indices) == 1 and (lx % jl.tile_w, ly % jl.tile_h) == (0, 0) and (width, height) == (jl.tile_w, jl.tile_h):
+            return self._tile(jl, indices[0])
+        out = np.empty((height, width, 3), np.uint8)
+        for ty in range(ty0, ty1 + 1):
+            y0, y1 = max(ly, ty * jl.tile_h), min(ly + height, (ty + 1) * jl.tile_h)
+            for tx in range(tx0, tx1 + 1):
+                x0, x1 = max(lx, tx * jl.tile_w), min(lx + width, (tx + 1) * jl.tile_w)
+                tile = self._tile(jl, ty * jl.tiles_across + tx)
+                out[y0 - ly:y1 - ly, x0 - lx:x1 - lx] = tile[y0 - ty * jl.tile_h:y1 - ty * jl.tile_h,
+                                                             x0 - tx * jl.tile_w:x1 - tx * jl.tile_w]
+        return out
+
+    def _tile(self, jl: JpegLevel, index: int) -> np.ndarray:
+        """Tile ``index`` of a level, (tile_h, tile_w, 3), decoded once and cached (read-only)."""
+        key = (jl.level, index)
+        tile = self._cache.get(key)
+        if tile is not None:
+            self._cache.move_to_end(key)
+            return tile
+        tile = self.decode_tile(jl, index, os.pread(self._fd, int(jl.bytecounts[index]), int(jl.offsets[index])))
+        tile.flags.writeable = False
+        self._cache[key] = tile
+        self._cache_bytes += tile.nbytes
+        while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
+            self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+        return tile
+
+    def decode_tile(self, jl: JpegLevel, index: int, data: bytes) -> np.ndarray:
+        """Decode the compressed bytes of tile ``index`` → (tile_h, tile_w, 3) uint8."""
+        where = (f"tile {index} (column {index % jl.tiles_across}, row {index // jl.tiles_across}) of level "
+                 f"{jl.level} at byte {jl.offsets[index]} of {self.path}")
+        if len(data) != jl.bytecounts[index]:
+            raise SlideError(f"{where} lies past the end of the file (truncated?). Fix: copy the slide again")
+        try:
+            tile = imagecodecs.jpeg8_decode(data, tables=jl.tables, colorspace=jl.colorspace,
+                                            outcolorspace=PHOTOMETRIC_RGB, shape=(jl.tile_h, jl.tile_w))
+        except Exception as e:
+            raise SlideError(f"corrupt JPEG in {where}: {e}. Fix: the file is damaged; copy or export it again") from e
+        if tile.shape != (jl.tile_h, jl.tile_w, 3):
+            raise SlideError(f"{where} decodes to shape {tile.shape}, not ({jl.tile_h}, {jl.tile_w}, 3). "
+                             "Fix: the file is damaged; copy or export it again")
+        return tile
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._cache.clear()
+        self._cache_bytes = 0
+        self._osr.close()
+
+    def __enter__(self) -> "TileReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """How a slide's patches are read: ``box`` level pixels at ``level``, resampled to ``size`` pixels.
+
+    ``size`` = patch pixels at the target resolution; ``box`` = round(patch_size_level0 / downsample)
+    at the coarsest level not coarser than the target (no detail is invented).
+    """
+
+    level: int
+    box: int
+    size: int
+
+    @classmethod
+    def choose(cls, reader: TileReader, patch_size_level0: int, patch_size: int) -> "PatchGeometry":
+        pyramid = Pyramid(reader.dimensions, reader.downsamples)
+        level = pyramid.level_for_downsample(patch_size_level0 / patch_size)
+        return cls(level, max(1, round(patch_size_level0 / reader.downsamples[level])), patch_size)
+
+
+def resample(box: np.ndarray, size: int) -> np.ndarray:
+    """A square RGB box → ``size`` × ``size`` by area averaging (each output pixel is the mean of the
+    input pixels it covers; exact block means for integer factors). Unchanged if already that size."""
+    if box.shape[0] == size and box.shape[1] == size:
+        return box
+    return cv2.resize(box, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def read_patch(reader: TileReader, x: int, y: int, geometry: PatchGeometry) -> np.ndarray:
+    """The patch whose level-0 top-left is (x, y), (size, size, 3) uint8 at the target resolution."""
+    return resample(reader.read(x, y, geometry.level, geometry.box, geometry.box), geometry.size)
