@@ -14,9 +14,15 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/slides.smk"
+include: "rules/pathology.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/qc/slides.tsv",
+        expand("results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS),
+        expand(
+            "results/features/{encoder}/slide_embeddings.parquet",
+            encoder=PATHOLOGY_ENCODERS,
+        ),

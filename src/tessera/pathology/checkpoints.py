@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 from tessera.errors import InputError
+from tessera.pathology.params import RANDOM
 from tessera.pathology.registry import EncoderSpec
 from tessera.uri import local_file
 
 log = logging.getLogger(__name__)
 
-RANDOM = "random"
 #: The only non-torch type the official DINO checkpoints need to unpickle.
 SAFE_GLOBALS = [argparse.Namespace]
 #: Sub-dicts that hold the weights, in order of preference (DINO saves ``teacher`` and ``student``).

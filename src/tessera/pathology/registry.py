@@ -5,8 +5,11 @@ to ``dim``-d vectors. A **region encoder** maps the row-major grid of one patch 
 a region (rows × cols patches) to one ``dim``-d vector; it names the patch encoder it reads.
 
 Each registered name becomes an output ``results/features/{name}/`` with the same HDF5 contract, so a
-further encoder (a ViT-B/16 or ViT-L/16 checkpoint, say) plugs in with :func:`register` and a
-``pathology.weights.{name}`` entry in the config; nothing else changes. HIPT ships registered:
+further encoder (a ViT-B/16 or ViT-L/16 checkpoint, say, built with
+:class:`~tessera.pathology.hipt.PatchViT`) plugs in with an :class:`EncoderSpec` and a
+``pathology.weights.{name}`` entry in the config; nothing else changes. An installed package adds its
+specs through the ``tessera.encoders`` entry-point group (each entry point names an :class:`EncoderSpec`
+or a list of them), so workflow jobs, which run in fresh processes, see them too. HIPT ships registered:
 ``hipt256`` (ViT-256, 384-d per 256-px patch) and ``hipt4k`` (ViT-4K, 192-d per region, from hipt256).
 
 Builders import torch lazily: the Snakefile reads this registry at parse time.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 from tessera.errors import InputError
@@ -41,7 +45,9 @@ class EncoderSpec:
     patch_encoder: str = ""
 
 
+ENTRY_POINT_GROUP = "tessera.encoders"
 _REGISTRY: dict[str, EncoderSpec] = {}
+_plugins_loaded = False
 
 
 def register(spec: EncoderSpec) -> EncoderSpec:
@@ -56,12 +62,26 @@ def register(spec: EncoderSpec) -> EncoderSpec:
     return spec
 
 
+def _load_plugins() -> None:
+    """Register the specs that installed packages declare in the ``tessera.encoders`` entry points."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        specs = point.load()
+        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+            register(spec)
+
+
 def names() -> list[str]:
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def get(name: str) -> EncoderSpec:
     """The spec of ``name``; an :class:`InputError` naming the known encoders otherwise."""
+    _load_plugins()
     if name not in _REGISTRY:
         raise InputError(f"unknown encoder '{name}'", field="pathology.encoders",
                          fix=f"use one of {', '.join(names())}")
