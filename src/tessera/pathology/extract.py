@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -264,7 +265,12 @@ def _run(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: ExtractParams
     plans = [p for p, _ in todo]
     failed = torch.zeros(len(plans), dtype=torch.uint8).share_memory_()
     patch_spec = enc.set.patch
-    with tempfile.TemporaryDirectory(prefix="tessera-features-") as scratch:
+    # Forked workers must not inherit a running OpenCV thread pool (it deadlocks after fork): run the
+    # parent's pool down to one thread while they live.
+    cv_threads = cv2.getNumThreads()
+    if params.num_workers:
+        cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory(prefix="tessera-features-") as scratch, _restore_cv_threads(cv_threads):
         dataset = PatchBatches(plans, params.batch_size, patch_spec.patch_px, Path(scratch), failed,
                                cache_bytes=params.tile_cache_mb << 20)
         loader = torch.utils.data.DataLoader(
@@ -295,6 +301,14 @@ def _run(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: ExtractParams
                 if done[s] == len(plan.unique):
                     _finish(plan, todo[s][1], feats.pop(s), enc, out_dirs, cache, result)
         dataset.close()
+
+
+@contextlib.contextmanager
+def _restore_cv_threads(n: int):
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(n)
 
 
 def _finish(plan: SlidePlan, key: str, feats: torch.Tensor, enc: Encoders, out_dirs: dict[str, Path],

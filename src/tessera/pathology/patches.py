@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import torch
@@ -178,6 +177,6 @@ class PatchBatches(torch.utils.data.Dataset):
 
 
 def worker_init(_: int) -> None:
-    """One thread per DataLoader worker: the workers are the parallelism."""
+    """One torch thread per DataLoader worker: the workers are the parallelism. (OpenCV is already at one
+    thread: the parent sets that before forking, see :func:`tessera.pathology.extract._run`.)"""
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
