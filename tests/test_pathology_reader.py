@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from tessera.errors import SlideError
-from tessera.pathology.reader import PatchGeometry, TileReader, read_patch, resample
+from tessera.pathology.reader import PatchGeometry, TileCache, TileReader, read_patch, resample
 from tessera.slides.slide import composite_on_white
 
 
@@ -41,7 +41,7 @@ def test_every_demo_tile_and_random_boxes_equal_openslide(demo_slide):
 
 
 def test_cmu_patch_grid_across_240px_tiles_equals_openslide(cmu_slide):
-    with TileReader(cmu_slide, cache_bytes=1 << 20) as reader:
+    with TileReader(cmu_slide, cache=TileCache(1 << 20)) as reader:  # 6 slots: tiles are evicted and re-decoded
         assert list(reader.fast_levels) == [0] and reader.fast_levels[0].tile_w == 240
         assert reader.fast_levels[0].tables is not None  # JPEGTables shared by the tiles
         w, h = reader.dimensions[0]
@@ -49,6 +49,16 @@ def test_cmu_patch_grid_across_240px_tiles_equals_openslide(cmu_slide):
             for x in range(0, w - 256 + 1, 256):
                 assert np.array_equal(reader.read(x, y, 0, 256, 256), openslide_rgb(cmu_slide, x, y, 0, 256, 256))
         assert np.array_equal(reader.read(1000, 77, 0, 913, 500), openslide_rgb(cmu_slide, 1000, 77, 0, 913, 500))
+
+
+def test_one_cache_shared_by_readers_of_different_slides(demo_slide, cmu_slide):
+    cache = TileCache(2 << 20)  # a worker's cache: the demo's 256-px and the CMU's 240-px tiles take turns
+    with TileReader(demo_slide, cache=cache) as demo, TileReader(cmu_slide, cache=cache) as cmu:
+        out = np.empty((300, 300, 3), np.uint8)
+        for x, y in ((0, 0), (300, 300), (0, 0), (600, 900), (300, 300)):
+            for reader, path in ((demo, demo_slide), (cmu, cmu_slide)):
+                assert reader.read(x, y, 0, 300, 300, out=out) is out
+                assert np.array_equal(out, openslide_rgb(path, x, y, 0, 300, 300))
 
 
 def test_levels_outside_the_fast_path_are_read_by_openslide(tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from tessera.errors import SlideError
-from tessera.pathology.reader import PatchGeometry, TileReader, read_patch
+from tessera.pathology.reader import PatchGeometry, TileCache, TileReader, read_patch
 from tessera.uri import download, is_s3, split_s3
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ class PatchBatches(torch.utils.data.Dataset):
                       for s, p in enumerate(plans) for start in range(0, len(p.unique), batch_size)]
         self.patch_size, self.scratch, self.failed, self.cache_bytes = patch_size, scratch, failed, cache_bytes
         self._open: tuple[int, TileReader, PatchGeometry] | None = None
+        self._cache: TileCache | None = None  # made in the worker that uses it, shared by its slides
+        self._box = np.empty(0, np.uint8)  # level pixels of one patch before resampling
 
     def __len__(self) -> int:
         return len(self.items)
@@ -144,7 +146,9 @@ class PatchBatches(torch.utils.data.Dataset):
         if self._open is None or self._open[0] != s:
             self.close()
             path, _, p0 = self.plans[s]
-            reader = TileReader(localise(path, self.scratch), cache_bytes=self.cache_bytes)
+            if self._cache is None:
+                self._cache = TileCache(self.cache_bytes)
+            reader = TileReader(localise(path, self.scratch), cache=self._cache)
             self._open = (s, reader, PatchGeometry.choose(reader, p0, self.patch_size))
         return self._open[1], self._open[2]
 
@@ -158,8 +162,10 @@ class PatchBatches(torch.utils.data.Dataset):
             reader, geometry = self._reader(s)
             coords = self.plans[s][1][start:stop]
             pixels = np.empty((len(coords), self.patch_size, self.patch_size, 3), np.uint8)
+            if self._box.shape != (geometry.box, geometry.box, 3):
+                self._box = np.empty((geometry.box, geometry.box, 3), np.uint8)
             for j, (x, y) in enumerate(coords):
-                pixels[j] = read_patch(reader, int(x), int(y), geometry)
+                read_patch(reader, int(x), int(y), geometry, out=pixels[j], scratch=self._box)
             out["pixels"] = torch.from_numpy(pixels)
             out["read"] = {"read_level": geometry.level, "read_box": geometry.box,
                            "reader": "tiles" if geometry.level in reader.fast_levels else "openslide"}
