@@ -253,15 +253,19 @@ def extract_shard(slides: list[dict], slides_dir: str | Path, out_dirs: dict[str
     n_patches = sum(len(p.unique) for p, _ in todo)
     log.info("%d slides to compute (%d patches), %d resumed or skipped", len(todo), n_patches, len(slides) - len(todo))
     if todo:
-        _run(todo, enc, params, out_dirs, cache, result)
+        encode_plans(todo, enc, params, out_dirs, cache, result)
     indexes = result.write(out_dirs, [r["slide_id"] for r in slides])
     seconds = time.perf_counter() - start_time
     log.info("shard done in %.1f s (%.1f patches/s computed)", seconds, n_patches / max(seconds, 1e-9))
     return indexes
 
 
-def _run(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: ExtractParams, out_dirs: dict[str, Path],
-         cache: ResumeCache, result: ShardResult) -> None:
+def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: ExtractParams, out_dirs: dict[str, Path],
+                 cache: ResumeCache, result: ShardResult) -> None:
+    """Read, encode and write the planned slides (with their resume keys); record each in ``result``.
+
+    Batches come back from the workers in order; a slide is written as soon as its last batch is encoded.
+    """
     plans = [p for p, _ in todo]
     failed = torch.zeros(len(plans), dtype=torch.uint8).share_memory_()
     patch_spec = enc.set.patch

@@ -184,5 +184,5 @@ class PatchBatches(torch.utils.data.Dataset):
 
 def worker_init(_: int) -> None:
     """One torch thread per DataLoader worker: the workers are the parallelism. (OpenCV is already at one
-    thread: the parent sets that before forking, see :func:`tessera.pathology.extract._run`.)"""
+    thread: the parent sets that before forking, see :func:`tessera.pathology.extract.encode_plans`.)"""
     torch.set_num_threads(1)
