@@ -97,3 +97,85 @@ def _config_value(workdir: Path, key: str) -> str:
     import yaml
 
     return yaml.safe_load((workdir / "config.yaml").read_text())[key]
+
+
+def planted_cohort(root: Path, n_patients: int = 40, dim: int = 24, n_shards: int = 3, seed: int = 0,
+                   encoder: str = "hipt256", weights: str = "random") -> dict:
+    """Feature shards of synthetic patients whose patches come from five textures (Gaussian blobs).
+
+    Texture 4 is planted: its share of a patient's patches (U(0, 0.6)) drives the risk and the hazard.
+    Returns ``shard_dirs``, ``slides`` (slide-sheet records per shard, paths that do not exist),
+    ``textures`` (slide_id → texture of each patch), ``outcomes`` (patient_id → planted, risk, time,
+    event), ``oof`` and ``clinical`` (paths of written tables) and ``sheet`` (slide sheet path).
+    """
+    from tessera.shards import shard_label
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3.0, (5, dim)).astype(np.float32)
+    records, textures, shard_rows, outcome_rows = {}, {}, {}, []
+    for p in range(n_patients):
+        patient = f"P{p + 1:03d}"
+        shard = f"shard-{shard_label(patient, n_shards)}"
+        planted = rng.uniform(0, 0.6)
+        share = np.concatenate([(1 - planted) * rng.dirichlet(np.ones(4)), [planted]])
+        for s in range(1 + (p % 4 == 0)):
+            slide_id = f"{patient}-S{s + 1}"
+            n = int(rng.integers(60, 120))
+            tex = rng.choice(5, size=n, p=share)
+            feats = centres[tex] + rng.normal(0, 0.7, (n, dim)).astype(np.float32)
+            coords = np.column_stack([np.arange(n) % 10, np.arange(n) // 10]).astype(np.int64) * 512
+            write_h5(root / shard / f"{slide_id}.h5", {"coords": coords, "features": feats.astype(np.float32)},
+                     {"encoder": encoder, "patch_size": 256, "patch_size_level0": 512, "weights": weights,
+                      "weights_sha256": weights if weights == "random" else "ab" * 32})
+            shard_rows.setdefault(shard, []).append({"slide_id": slide_id, "patient_id": patient,
+                                                     "path": f"{slide_id}.h5", "n": n, "dim": dim})
+            records.setdefault(shard, []).append({"slide_id": slide_id, "patient_id": patient,
+                                                  "path": str(root / "slides" / f"{slide_id}.svs"), "mpp": 0.25})
+            textures[slide_id] = tex
+        outcome_rows.append({"patient_id": patient, "planted": planted})
+    for shard, rows in shard_rows.items():
+        pd.DataFrame(rows).to_csv(root / shard / "index.tsv", sep="\t", index=False)
+    outcomes = pd.DataFrame(outcome_rows).set_index("patient_id")
+    z = (outcomes["planted"] - outcomes["planted"].mean()) / outcomes["planted"].std()
+    outcomes["risk"] = 1.5 * z + rng.normal(0, 0.4, n_patients)
+    event_time = rng.exponential(1500 * np.exp(-outcomes["risk"]))
+    censor = rng.uniform(300, 3000, n_patients)
+    outcomes["time"] = np.maximum(1, np.round(np.minimum(event_time, censor))).astype(int)
+    outcomes["event"] = (event_time <= censor).astype(int)
+    oof = root / "oof_predictions.tsv"
+    o = outcomes.reset_index()
+    pd.concat([o.assign(repeat=r, fold=np.arange(n_patients) % 5, risk=o["risk"] + rng.normal(0, 0.05, n_patients))
+               for r in range(2)])[["patient_id", "fold", "repeat", "risk", "time", "event"]].to_csv(
+        oof, sep="\t", index=False)
+    clinical = root / "clinical.tsv"
+    o.assign(age=rng.integers(40, 85, n_patients), stage=rng.choice(["I", "II", "III"], n_patients))[
+        ["patient_id", "time", "event", "age", "stage"]].to_csv(clinical, sep="\t", index=False)
+    sheet = root / "slides.tsv"
+    pd.DataFrame([r for rs in records.values() for r in rs])[["slide_id", "patient_id", "path", "mpp"]].to_csv(
+        sheet, sep="\t", index=False)
+    return {"shard_dirs": {s: root / s for s in sorted(shard_rows)}, "slides": records, "textures": textures,
+            "outcomes": outcomes, "oof": oof, "clinical": clinical, "sheet": sheet}
+
+
+def run_explain(cohort: dict, out: Path, settings=None, centroids_hook=None) -> Path:
+    """The explain stage through the library (sample → fit → assign → report); returns ``out``.
+
+    ``centroids_hook(path)`` may rewrite the centroids file between fitting and assignment.
+    """
+    from tessera.explain.clusters import assign_shard, fit_centroids, sample_shard
+    from tessera.explain.report import ExplainSettings, build_report
+
+    st = settings or ExplainSettings(k=6, gallery_size=3, n_maps=0)
+    samples = []
+    for shard, d in cohort["shard_dirs"].items():
+        samples.append(out / "sample" / f"{shard}.h5")
+        sample_shard(d, samples[-1], st.per_slide_cap, st.seed)
+    fit_centroids(samples, out / "centroids.h5", st.k, st.seed, st.max_sample)
+    if centroids_hook:
+        centroids_hook(out / "centroids.h5")
+    assign = []
+    for shard, d in cohort["shard_dirs"].items():
+        assign.append(out / "assign" / shard)
+        assign_shard(d, out / "centroids.h5", cohort["slides"][shard], assign[-1], st.gallery_size, st.gallery_px)
+    build_report(assign, out / "centroids.h5", cohort["oof"], cohort["clinical"], cohort["sheet"], out, st)
+    return out

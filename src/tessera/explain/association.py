@@ -92,11 +92,21 @@ class CoxResult:
 NO_COX = CoxResult(math.nan, math.nan, math.nan, math.nan, False)
 
 
+def score_and_information(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: float) -> tuple[float, float]:
+    """Score U(β) and observed information I(β) of a one-covariate Cox partial likelihood (Breslow ties).
+
+    From scikit-survival's own gradient and Hessian of the mean negative log partial likelihood, times n.
+    U(0)² / I(0) is the score test, which equals the log-rank test for a binary ``x`` without tied times.
+    """
+    opt = CoxPHOptimizer(np.asarray(x, float)[:, None], event.astype(bool), time.astype(float), np.zeros(1), "breslow")
+    opt.update(np.array([beta], float))
+    return -float(opt.gradient[0]) * len(x), float(opt.hessian[0, 0]) * len(x)
+
+
 def cox_per_sd(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> CoxResult:
     """Hazard ratio per standard deviation of ``x`` (n,), with 95 % Wald CI and p.
 
-    The standard error is 1 / sqrt(observed information): scikit-survival's Hessian of the mean negative
-    log partial likelihood at the estimate, times n.
+    The standard error is 1 / sqrt(observed information at the estimate), see :func:`score_and_information`.
     """
     sd = np.std(x, ddof=1)
     if not np.isfinite(sd) or sd == 0 or event.sum() == 0:
@@ -111,9 +121,7 @@ def cox_per_sd(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> CoxResult:
             log.warning("Cox fit failed: %s", e)
             return NO_COX
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    opt = CoxPHOptimizer(z, event.astype(bool), time.astype(float), np.zeros(1), "breslow")
-    opt.update(np.array([beta]))
-    information = float(opt.hessian[0, 0]) * len(x)
+    _, information = score_and_information(z[:, 0], time, event, beta)
     if not converged or information <= 0:
         return CoxResult(math.exp(beta) if abs(beta) < 700 else math.inf, math.nan, math.nan, math.nan, False)
     se = 1.0 / math.sqrt(information)

@@ -2,7 +2,7 @@
 
 A patient's fraction pools all their slides (patches counted, not slides averaged), as in Wulczyn et
 al. 2021. Patients without any patch (every slide empty or failed) have no fractions and are returned
-apart, with the reason, so the report can list them.
+apart, so the report can list them.
 """
 
 from __future__ import annotations
@@ -31,22 +31,17 @@ def count_matrix(counts: pd.DataFrame, k: int) -> pd.DataFrame:
     return table.sort_index()
 
 
-def patient_fractions(counts: pd.DataFrame, slides: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def patient_fractions(counts: pd.DataFrame, slides: pd.DataFrame, k: int) -> tuple[pd.DataFrame, list[str]]:
     """Per patient, the fraction of their patches in each cluster (rows sum to 1), and the patients left out.
 
     ``slides``: the assignment index (slide_id, patient_id, status, reason). Returns ``(fractions,
-    excluded)``; ``excluded`` has patient_id and reason for patients with no assigned patch.
+    without)``; ``without`` lists the patients of ``slides`` with no assigned patch (every slide empty or
+    failed), sorted.
     """
     matrix = count_matrix(counts, k)
     totals = matrix.sum(axis=1)
-    fractions = matrix.div(totals, axis=0)
     without = sorted(set(slides["patient_id"]) - set(matrix.index[totals > 0]))
-    reasons = []
-    for patient in without:
-        own = slides[slides["patient_id"] == patient]
-        detail = "; ".join(f"{r.slide_id}: {r.status} ({r.reason})" for r in own.itertuples())
-        reasons.append({"patient_id": patient, "reason": f"no patch to assign ({detail})"})
-    return fractions[totals > 0], pd.DataFrame(reasons, columns=["patient_id", "reason"])
+    return matrix[totals > 0].div(totals[totals > 0], axis=0), without
 
 
 def cluster_prevalence(fractions: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:

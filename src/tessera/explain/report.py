@@ -97,21 +97,29 @@ def _tsv(path: Path, table: pd.DataFrame) -> None:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-def _patients_table(index: pd.DataFrame, fractions: pd.DataFrame, oof: pd.DataFrame,
-                    no_patches: pd.DataFrame) -> pd.DataFrame:
-    """Every patient with slides or a risk: what they contribute and why they are left out."""
+def _patients_table(index: pd.DataFrame, fractions: pd.DataFrame, oof: pd.DataFrame, without: list[str],
+                    ids: Pseudonyms) -> pd.DataFrame:
+    """Every patient with slides or a risk: what they contribute and why they are left out.
+
+    With pseudonyms, a reason names slides by pseudonym and leaves out the slides' free-text reasons
+    (they may hold file paths); the run's logs keep them.
+    """
     per = index.groupby("patient_id").agg(n_slides=("slide_id", "size"), n_patches=("n_patches", "sum"))
-    ids = sorted(set(per.index) | set(oof.index))
-    out = pd.DataFrame({"patient_id": ids}).set_index("patient_id")
+    out = pd.DataFrame(index=pd.Index(sorted(set(per.index) | set(oof.index)), name="patient_id"))
     out = out.join(per).fillna({"n_slides": 0, "n_patches": 0}).astype({"n_slides": int, "n_patches": int})
     out["has_risk"] = out.index.isin(oof.index)
     out["included"] = out.index.isin(fractions.index) & out["has_risk"]
     reason = pd.Series("", index=out.index, dtype=object)
     reason[~out.index.isin(per.index)] = "no slide with features (not in the feature index)"
-    reason.loc[no_patches["patient_id"]] = no_patches["reason"].to_numpy()
+    by_patient = index.groupby("patient_id")
+    for patient in without:
+        own = by_patient.get_group(patient)
+        detail = "; ".join(f"{ids.slide(r.slide_id)}: {r.status}" + ("" if ids.enabled else f" ({r.reason})")
+                           for r in own.itertuples())
+        reason[patient] = f"no patch to assign ({detail})"
     reason[out.index.isin(fractions.index) & ~out["has_risk"]] = "no out-of-fold risk (not in the model's cohort)"
     out["reason"] = reason
-    return out.reset_index()
+    return out.reset_index().assign(patient_id=lambda t: t["patient_id"].map(ids.patient))
 
 
 def build_report(
@@ -126,7 +134,7 @@ def build_report(
     _, cattrs = read_centroids(centroids_h5)
     k, prov = int(cattrs["k"]), cattrs["provenance"]
     counts, index = read_counts(assign_dirs)
-    fractions_all, no_patches = patient_fractions(counts, index, k)
+    fractions_all, without = patient_fractions(counts, index, k)
     oof = read_oof(oof_tsv)
     included = sorted(set(fractions_all.index) & set(oof.index))
     if len(included) < 2:
@@ -183,6 +191,8 @@ def build_report(
             "hr": "–" if not math.isfinite(r["cox_ci_low"]) else
                   f"{r['cox_hr_per_sd']:.2f} ({r['cox_ci_low']:.2f}–{r['cox_ci_high']:.2f})",
             "direction": "" if not math.isfinite(r["spearman_rho"]) else ("up" if r["spearman_rho"] > 0 else "down"),
+            "gallery_note": "No patch to show: no patient's patch is assigned to this cluster." if r["n_patches"] == 0
+            else "No patch to show: the slides of this cluster's patches could not be read (see the log).",
             "gallery": [{"image": data_uri(g.jpeg, "image/jpeg"), "patient": ids.patient(g.patient_id),
                          "slide": ids.slide(g.slide_id), "distance": _f(g.distance)} for g in rows.itertuples()],
         })
@@ -192,7 +202,7 @@ def build_report(
         "forest": data_uri(plots.forest(table), "image/png"),
         "km": data_uri(plots.km_grid(curves, table), "image/png"),
     }
-    patients = _patients_table(index, fractions_all, oof, no_patches)
+    patients = _patients_table(index, fractions_all, oof, without, ids)
     excluded = patients[~patients["included"]]
     bad_slides = index[index["status"] != "ok"]
     env = jinja2.Environment(loader=jinja2.PackageLoader("tessera.explain", "templates"),
@@ -204,9 +214,9 @@ def build_report(
         r2=[{"features": r.features, "n_features": r.n_features, "cv_r2": _f(r.cv_r2)} for r in r2.itertuples()],
         clusters=clusters, plots=figures, maps=maps, maps_note=maps_note, n_colours=settings.n_colours,
         legend=[c for c in clusters[: settings.n_colours]], gallery_px=settings.gallery_px,
-        excluded=[{"patient": ids.patient(e.patient_id), "reason": e.reason} for e in excluded.itertuples()],
-        bad_slides=[{"slide": ids.slide(s.slide_id), "status": s.status, "reason": s.reason}
-                    for s in bad_slides.itertuples()],
+        excluded=[{"patient": e.patient_id, "reason": e.reason} for e in excluded.itertuples()],
+        bad_slides=[{"slide": ids.slide(s.slide_id), "status": s.status,
+                     "reason": "(in the run log)" if ids.enabled else s.reason} for s in bad_slides.itertuples()],
         settings=settings.shown() + [("k fitted", str(k)), ("sample size", str(cattrs["n_sample"])),
                                      ("patches in the cohort", str(cattrs["n_patches_total"]))],
         provenance=sorted(prov.items()),
@@ -218,7 +228,7 @@ def build_report(
     frac = fractions_all.rename(columns=lambda c: f"c{c:03d}").reset_index()
     frac["patient_id"] = frac["patient_id"].map(ids.patient)
     _tsv(out / "patient_fractions.tsv", frac)
-    _tsv(out / "patients.tsv", patients.assign(patient_id=patients["patient_id"].map(ids.patient)))
+    _tsv(out / "patients.tsv", patients)
     _tsv(out / "variance_explained.tsv", r2)
     _tsv(out / "gallery.tsv", chosen.drop(columns=["jpeg", "status"]).assign(
         patient_id=lambda t: t["patient_id"].map(ids.patient), slide_id=lambda t: t["slide_id"].map(ids.slide)))
