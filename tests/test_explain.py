@@ -79,6 +79,10 @@ def test_streamed_assignment_equals_in_memory(tmp_path):
     d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
     assert np.array_equal(small[0], whole[0]) and np.array_equal(small[0], d.argmin(1))
     assert np.allclose(small[1], np.sqrt(d.min(1)), rtol=1e-4)
+    from sklearn.metrics import pairwise_distances_argmin_min
+
+    ref_labels, ref_distance = pairwise_distances_argmin_min(x, c)
+    assert np.array_equal(small[0], ref_labels) and np.allclose(small[1], ref_distance, rtol=1e-4)
 
 
 def test_same_seed_same_clusters_and_a_slides_sample_does_not_depend_on_its_shard(tmp_path):
