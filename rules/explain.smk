@@ -101,7 +101,8 @@ rule explain_report:
     conda:
         "../envs/explain.yaml"
     resources:
-        mem_mb=4000,
+        # per-slide cluster counts of the whole cohort (~10 M rows at 200,000 slides)
+        mem_mb=8000,
         runtime=60,
     params:
         settings=EXPLAIN,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -114,10 +117,6 @@ def test_rule_all_adds_the_report_only_when_the_upstream_stages_exist(tmp_path, 
             default_target: True
             input: explain_targets()
     """))
-    import subprocess
-    import sys
-    from pathlib import Path
-
     proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(stub), "--directory",
                            str(tmp_path), "--configfile", str(config), "-n"], capture_output=True, text=True)
     assert planned_jobs(proc).get("explain_report") == 1, proc.stdout + proc.stderr
