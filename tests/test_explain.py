@@ -298,3 +298,22 @@ def test_patients_without_patches_are_left_out_with_the_reason():
                            "reason": ["", "the slide has no patches"]})
     fractions, without = patient_fractions(counts, slides, k=3)
     assert fractions.loc["A"].tolist() == [0.75, 0.0, 0.25] and without == ["B"]
+
+
+def test_config_checks_the_explain_section():
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from conftest import REPO
+    from tessera.config import check_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    schema = str(REPO / "config" / "schemas" / "config.schema.yaml")
+    validate(config, schema)
+    assert ExplainSettings.from_config(config["explain"]) == ExplainSettings()  # config and code defaults agree
+    for bad in ({"k": "many"}, {"k": 1}, {"per_slide_cap": 0}, {"unknown": 1}):
+        with pytest.raises(WorkflowError):
+            validate({**config, "explain": {**config["explain"], **bad}}, schema)
+    with pytest.raises(InputError, match="pseudonym_salt is missing or shorter than 16"):
+        check_config({**config, "explain": {**config["explain"], "pseudonymise": True, "pseudonym_salt": "abc"}})
