@@ -15,6 +15,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/slides.smk"
 include: "rules/pathology.smk"
+include: "rules/explain.smk"
 
 
 rule all:
@@ -26,3 +27,4 @@ rule all:
             "results/features/{encoder}/slide_embeddings.parquet",
             encoder=PATHOLOGY_ENCODERS,
         ),
+        explain_targets(),

@@ -87,6 +87,12 @@ def test_level_for_downsample_never_upsamples():
     assert p.level_for_downsample(0.5) == 0
 
 
+def test_nearest_level_breaks_ties_towards_the_coarser_level():
+    p = Pyramid(((100_000, 80_000), (25_000, 20_000), (6_250, 5_000), (1_562, 1_250)), (1.0, 4.0, 16.0, 64.01))
+    assert p.nearest_level(32.0) == 3  # 16x and 64.01x are equally near: take the cheaper one
+    assert p.nearest_level(20.0) == 2 and p.nearest_level(1.5) == 0 and p.nearest_level(500.0) == 3
+
+
 def test_transparent_pixels_become_white():
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[0, 0] = (10, 20, 30, 255)
