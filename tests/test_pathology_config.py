@@ -33,3 +33,19 @@ def test_invalid_configs_name_the_key_and_the_fix(cfg, field, text):
     with pytest.raises(InputError) as err:
         check_pathology_config(cfg)
     assert err.value.field == field and text in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_schema_defaults_agree_with_the_code():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schemas/config.schema.yaml").read_text())
+    keys = schema["properties"]["pathology"]["properties"]
+    defaults = ExtractParams()
+    for f in fields(ExtractParams):
+        expected = getattr(defaults, f.name)
+        assert keys[f.name]["default"] == (list(expected) if isinstance(expected, tuple) else expected), f.name
+        assert keys[f.name].get("description"), f.name
+    assert {"threads", "mem_mb", "runtime_min"} <= set(keys)  # rule settings, not library ones
