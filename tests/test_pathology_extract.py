@@ -20,7 +20,7 @@ from tessera.pathology.checkpoints import build_encoder
 from tessera.pathology.extract import Encoders, extract_shard
 from tessera.pathology.hipt import PatchViT, RegionViT
 from tessera.pathology.params import ExtractParams
-from tessera.pathology.patches import plan_slide
+from tessera.pathology.patches import forget_local, local_copy, plan_slide
 from tessera.pathology.registry import EncoderSpec, register
 from tessera.slides.patching import PatchingParams, patch_shard
 from tessera.slides.slide import composite_on_white
@@ -231,6 +231,15 @@ def test_slides_on_s3(shard, first_run, tmp_path, monkeypatch):
     root, slides = shard
     dirs0, _ = first_run
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    forgotten = []
+
+    def forget_and_check(path, scratch):
+        copy = local_copy(path, scratch)
+        assert copy.is_file()  # the job's copy exists until the slide is done...
+        forget_local(path, scratch)
+        forgotten.append(not copy.exists())  # ...and is deleted then, not at the end of the shard
+
+    monkeypatch.setattr(extract_module, "forget_local", forget_and_check)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="slides")
@@ -238,7 +247,7 @@ def test_slides_on_s3(shard, first_run, tmp_path, monkeypatch):
         remote = [{**slides[0], "path": "s3://slides/cohort/P002-S1.tiff"}]
         dirs = out_dirs(tmp_path, "s3")
         index = extract_shard(remote, root / "slides", dirs, params(resume_dir=str(tmp_path / "resume")))
-    assert index["tiny256"]["status"].tolist() == ["ok"]
+    assert index["tiny256"]["status"].tolist() == ["ok"] and forgotten == [True]
     assert read(dirs["tiny256"] / "DEMO-A.h5")[0]["features"].tobytes() == \
         read(dirs0["tiny256"] / "DEMO-A.h5")[0]["features"].tobytes()
 

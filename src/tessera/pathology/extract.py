@@ -40,7 +40,7 @@ from tessera.h5 import read_h5, write_h5
 from tessera.pathology import registry
 from tessera.pathology.checkpoints import Weights, build_encoder
 from tessera.pathology.params import ExtractParams
-from tessera.pathology.patches import PatchBatches, SlidePlan, plan_slide, worker_init
+from tessera.pathology.patches import PatchBatches, SlidePlan, forget_local, plan_slide, worker_init
 from tessera.pathology.resume import ResumeCache, slide_fingerprint, slide_key
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,8 @@ def extract_shard(slides: list[dict], slides_dir: str | Path, out_dirs: dict[str
             continue
         try:
             plan = plan_slide(sid, pid, rec["path"], slides_dir / row["patches_h5"])
+            if len(plan.unique) == 0:
+                raise SlideError(f"the patch grid of {sid} is empty. Fix: check the slide stage's QC for this slide")
             key = slide_key(slide=sid, file=slide_fingerprint(rec["path"]), grid=plan.grid_digest, **common)
         except (SlideError, OSError) as e:
             result.failed(sid, pid, str(e))
@@ -280,7 +282,6 @@ def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: Extra
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, shuffle=False, num_workers=params.num_workers,
             pin_memory=enc.device.type == "cuda", worker_init_fn=worker_init if params.num_workers else None,
-            prefetch_factor=4 if params.num_workers else None,
         )
         feats: dict[int, torch.Tensor] = {}
         done: dict[int, int] = {}
@@ -293,6 +294,7 @@ def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: Extra
                 if batch["error"]:
                     failed[s] = 1
                     feats.pop(s, None)
+                    forget_local(plan.path, Path(scratch))
                     result.failed(plan.slide_id, plan.patient_id, batch["error"])
                     log.error("%s failed: %s", plan.slide_id, batch["error"])
                     continue
@@ -303,6 +305,7 @@ def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: Extra
                 feats[s][batch["start"]:batch["start"] + n] = enc.encode_patches(batch["pixels"])
                 done[s] = done.get(s, 0) + n
                 if done[s] == len(plan.unique):
+                    forget_local(plan.path, Path(scratch))
                     _finish(plan, todo[s][1], feats.pop(s), enc, out_dirs, cache, result)
         dataset.close()
 

@@ -105,20 +105,32 @@ def plan_slide(slide_id: str, patient_id: str, path: str, grid_h5: str | Path) -
     )
 
 
+def local_copy(path: str, scratch: Path) -> Path:
+    """Where :func:`localise` keeps a job's copy of an ``s3://`` slide."""
+    _, key = split_s3(path)
+    return scratch / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}-{Path(key).name}"
+
+
 def localise(path: str, scratch: Path) -> Path:
     """A local file for ``path``: itself, or (for ``s3://``) a copy in ``scratch`` made once per job.
 
     Several workers may ask at once: an exclusive lock makes the first download and the others wait.
+    The job deletes the copy when the slide is done (:func:`forget_local`).
     """
     if not is_s3(path):
         return Path(path)
-    _, key = split_s3(path)
-    target = scratch / f"{hashlib.sha256(path.encode()).hexdigest()[:16]}-{Path(key).name}"
+    target = local_copy(path, scratch)
     with open(target.with_name(target.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
             download(path, target)
     return target
+
+
+def forget_local(path: str, scratch: Path) -> None:
+    """Delete the job's copy of an ``s3://`` slide (workers that still hold it open keep reading it)."""
+    if is_s3(path):
+        local_copy(path, scratch).unlink(missing_ok=True)
 
 
 class PatchBatches(torch.utils.data.Dataset):
