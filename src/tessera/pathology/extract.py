@@ -35,7 +35,7 @@ import torch
 from tessera import __version__
 from tessera.atomic import atomic_path
 from tessera.devices import torch_device
-from tessera.errors import InputError, SlideError, TesseraError
+from tessera.errors import InputError, SlideError
 from tessera.h5 import read_h5, write_h5
 from tessera.pathology import registry
 from tessera.pathology.checkpoints import Weights, build_encoder
@@ -271,61 +271,57 @@ def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: Extra
     plans = [p for p, _ in todo]
     failed = torch.zeros(len(plans), dtype=torch.uint8).share_memory_()
     patch_spec = enc.set.patch
+    total, encoded, start, last_report = sum(len(p.unique) for p in plans), 0, time.perf_counter(), time.perf_counter()
     # Forked workers must not inherit a running OpenCV thread pool (it deadlocks after fork): run the
     # parent's pool down to one thread while they live.
     cv_threads = cv2.getNumThreads()
     if params.num_workers:
         cv2.setNumThreads(1)
-    with tempfile.TemporaryDirectory(prefix="tessera-features-") as scratch, _restore_cv_threads(cv_threads):
-        dataset = PatchBatches(plans, params.batch_size, patch_spec.patch_px, Path(scratch), failed,
-                               cache_bytes=params.tile_cache_mb << 20)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=None, shuffle=False, num_workers=params.num_workers,
-            pin_memory=enc.device.type == "cuda", worker_init_fn=worker_init if params.num_workers else None,
-        )
-        feats: dict[int, torch.Tensor] = {}
-        done: dict[int, int] = {}
-        with torch.inference_mode():
-            for batch in loader:
-                s = batch["slide"]
-                plan = plans[s]
-                if failed[s]:
-                    continue
-                if batch["error"]:
-                    failed[s] = 1
-                    feats.pop(s, None)
-                    forget_local(plan.path, Path(scratch))
-                    result.failed(plan.slide_id, plan.patient_id, batch["error"])
-                    log.error("%s failed: %s", plan.slide_id, batch["error"])
-                    continue
-                if s not in feats:
-                    feats[s] = torch.empty(len(plan.unique), patch_spec.dim, device=enc.device)
-                    plan.read_info = batch["read"]
-                n = len(batch["pixels"])
-                feats[s][batch["start"]:batch["start"] + n] = enc.encode_patches(batch["pixels"])
-                done[s] = done.get(s, 0) + n
-                if done[s] == len(plan.unique):
-                    forget_local(plan.path, Path(scratch))
-                    _finish(plan, todo[s][1], feats.pop(s), enc, out_dirs, cache, result)
-        dataset.close()
-
-
-@contextlib.contextmanager
-def _restore_cv_threads(n: int):
     try:
-        yield
+        with tempfile.TemporaryDirectory(prefix="tessera-features-") as scratch:
+            dataset = PatchBatches(plans, params.batch_size, patch_spec.patch_px, Path(scratch), failed,
+                                   cache_bytes=params.tile_cache_mb << 20)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=None, shuffle=False, num_workers=params.num_workers,
+                pin_memory=enc.device.type == "cuda", worker_init_fn=worker_init if params.num_workers else None,
+            )
+            feats: dict[int, torch.Tensor] = {}
+            done: dict[int, int] = {}
+            with torch.inference_mode():
+                for batch in loader:
+                    s = batch["slide"]
+                    plan = plans[s]
+                    if failed[s]:
+                        continue
+                    if batch["error"]:
+                        failed[s] = 1
+                        feats.pop(s, None)
+                        forget_local(plan.path, Path(scratch))
+                        result.failed(plan.slide_id, plan.patient_id, batch["error"])
+                        log.error("%s failed: %s", plan.slide_id, batch["error"])
+                        continue
+                    if s not in feats:
+                        feats[s] = torch.empty(len(plan.unique), patch_spec.dim, device=enc.device)
+                        plan.read_info = batch["read"]
+                    n = len(batch["pixels"])
+                    feats[s][batch["start"]:batch["start"] + n] = enc.encode_patches(batch["pixels"])
+                    done[s] = done.get(s, 0) + n
+                    if done[s] == len(plan.unique):
+                        forget_local(plan.path, Path(scratch))
+                        _finish(plan, todo[s][1], feats.pop(s), enc, out_dirs, cache, result)
+                    encoded += n
+                    if time.perf_counter() - last_report > 60:
+                        last_report = time.perf_counter()
+                        log.info("%d of %d patches (%.1f patches/s)", encoded, total, encoded / (last_report - start))
+            dataset.close()
     finally:
-        cv2.setNumThreads(n)
+        cv2.setNumThreads(cv_threads)
 
 
 def _finish(plan: SlidePlan, key: str, feats: torch.Tensor, enc: Encoders, out_dirs: dict[str, Path],
             cache: ResumeCache, result: ShardResult) -> None:
-    try:
-        files = _write_slide(plan, feats, enc, out_dirs)
-    except TesseraError as e:
-        result.failed(plan.slide_id, plan.patient_id, str(e))
-        log.error("%s failed: %s", plan.slide_id, e)
-        return
+    """Write a slide whose patches are all encoded; keep it for resuming; record it."""
+    files = _write_slide(plan, feats, enc, out_dirs)
     cache.store(plan.slide_id, key, files)
     result.ok(plan.slide_id, plan.patient_id, files)
     log.info("%s: %d patches encoded, %d regions (%s level %s)", plan.slide_id, len(plan.unique),
