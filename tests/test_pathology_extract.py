@@ -261,3 +261,21 @@ def test_configuration_mismatch_is_an_input_error(shard, tmp_path):
     with pytest.raises(InputError, match="output directories"):
         extract_shard(slides, root / "slides", {"tiny256": tmp_path / "y"}, params())
     shutil.rmtree(tmp_path / "y", ignore_errors=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_channels_last_agrees_with_cpu_fp32(shard, first_run, tmp_path):
+    root, slides = shard
+    dirs0, _ = first_run
+    dirs = out_dirs(tmp_path, "cuda")
+    index = extract_shard(slides, root / "slides", dirs, params(device="cuda", num_workers=2))
+    assert index["tiny256"].set_index("slide_id")["status"].to_dict() == {
+        "DEMO-A": "ok", "CMU": "ok", "BROKEN": "failed", "GONE": "failed", "DEMO-B": "ok"}
+    for name in dirs:
+        for sid in ("DEMO-A", "CMU", "DEMO-B"):
+            cpu, cuda = read(dirs0[name] / f"{sid}.h5"), read(dirs[name] / f"{sid}.h5")
+            assert cuda[1]["precision"] == "bf16" and cuda[1]["device"] == "cuda"
+            a, b = cpu[0]["features"], cuda[0]["features"]
+            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            assert cosine.min() > 0.99, (name, sid, cosine.min())

@@ -90,10 +90,11 @@ class TileCache:
     def get(self, key: tuple[int, int, int], shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
         """The slot for ``key`` and whether it already holds the tile; a miss must be filled or dropped."""
         if shape != self._shape:
-            n = max(1, self._buffer.size // int(np.prod(shape)))
-            if n * int(np.prod(shape)) > self._buffer.size:
-                self._buffer = np.empty(n * int(np.prod(shape)), np.uint8)
-            self._slots = self._buffer[:n * int(np.prod(shape))].reshape(n, *shape)
+            size = shape[0] * shape[1] * shape[2]
+            n = max(1, self._buffer.size // size)
+            if n * size > self._buffer.size:  # a budget below one tile still holds one
+                self._buffer = np.empty(n * size, np.uint8)
+            self._slots = self._buffer[:n * size].reshape(n, *shape)
             self._shape, self._free = shape, list(range(n - 1, -1, -1))
             self._lru.clear()
         slot = self._lru.get(key)
