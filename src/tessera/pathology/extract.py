@@ -40,7 +40,7 @@ from tessera.h5 import read_h5, write_h5
 from tessera.pathology import registry
 from tessera.pathology.checkpoints import Weights, build_encoder
 from tessera.pathology.params import ExtractParams
-from tessera.pathology.patches import PatchBatches, SlidePlan, forget_local, plan_slide, worker_init
+from tessera.pathology.patches import PatchBatches, SlidePlan, forget_local, plan_slide
 from tessera.pathology.resume import ResumeCache, slide_fingerprint, slide_key
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: Extra
     patch_spec = enc.set.patch
     total, encoded, start, last_report = sum(len(p.unique) for p in plans), 0, time.perf_counter(), time.perf_counter()
     # Forked workers must not inherit a running OpenCV thread pool (it deadlocks after fork): run the
-    # parent's pool down to one thread while they live.
+    # parent's pool down to one thread while they live (the workers then resample on one thread each).
     cv_threads = cv2.getNumThreads()
     if params.num_workers:
         cv2.setNumThreads(1)
@@ -283,8 +283,8 @@ def encode_plans(todo: list[tuple[SlidePlan, str]], enc: Encoders, params: Extra
                                    cache_bytes=params.tile_cache_mb << 20)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=None, shuffle=False, num_workers=params.num_workers,
-                pin_memory=enc.device.type == "cuda", worker_init_fn=worker_init if params.num_workers else None,
-            )
+                pin_memory=enc.device.type == "cuda",
+            )  # torch runs each worker on one thread
             feats: dict[int, torch.Tensor] = {}
             done: dict[int, int] = {}
             with torch.inference_mode():

@@ -192,9 +192,3 @@ class PatchBatches(torch.utils.data.Dataset):
         if self._open is not None:
             self._open[1].close()
             self._open = None
-
-
-def worker_init(_: int) -> None:
-    """One torch thread per DataLoader worker: the workers are the parallelism. (OpenCV is already at one
-    thread: the parent sets that before forking, see :func:`tessera.pathology.extract.encode_plans`.)"""
-    torch.set_num_threads(1)
