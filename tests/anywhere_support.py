@@ -1,0 +1,153 @@
+"""Shared pieces of the run-anywhere tests: a local S3 (moto), a tiny cohort, an offline wheelhouse,
+and the environment of a Snakemake process that submits jobs to AWS."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import hashlib
+import importlib.metadata
+import io
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+REGION = "eu-west-2"
+IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/tessera:test"
+JOB_ROLE = "arn:aws:iam::123456789012:role/tessera-job"
+JOB_QUEUE = f"arn:aws:batch:{REGION}:123456789012:job-queue/tessera"
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 (a free port) with ``bucket`` created; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        s3_client(endpoint).create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def s3_client(endpoint: str):
+    """A client of the test's S3 server (moto accepts any credentials)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test-setup",
+                        aws_secret_access_key="test-setup")
+
+
+def s3_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+    s3 = s3_client(endpoint)
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def s3_read(endpoint: str, bucket: str, key: str) -> bytes:
+    return s3_client(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def driver_credentials() -> dict[str, str]:
+    """Credentials of the person launching the workflow: must never reach a job spec or a log."""
+    return {"AWS_ACCESS_KEY_ID": "AKIADRIVER" + secrets.token_hex(5).upper(),
+            "AWS_SECRET_ACCESS_KEY": "driver-secret-" + secrets.token_urlsafe(24),
+            "AWS_SESSION_TOKEN": "driver-session-" + secrets.token_urlsafe(32)}
+
+
+def driver_env(home: Path, **endpoints: str) -> dict[str, str]:
+    """The launching process's environment: no AWS settings from this machine, ``endpoints`` and keys added."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SNAKEMAKE_", "BOTO"))}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), AWS_DEFAULT_REGION=REGION, PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}",
+               OMP_NUM_THREADS="1", **endpoints)
+    return env
+
+
+def wheel_from_installed(dist_name: str, dest: Path) -> Path:
+    """Rebuild the wheel of an installed pure-Python distribution (for an offline wheelhouse)."""
+    dist = importlib.metadata.distribution(dist_name)
+    name = dist.metadata["Name"].replace("-", "_")
+    dist_info = f"{name}-{dist.version}.dist-info"
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / f"{name}-{dist.version}-py3-none-any.whl"
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in dist.files or []:
+            if f.name in skip or f.suffix == ".pyc" or "__pycache__" in f.parts or f.parts[0].startswith(".."):
+                continue
+            data = Path(dist.locate_file(f)).read_bytes()
+            zf.writestr(str(f), data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            writer.writerow([str(f), f"sha256={digest}", len(data)])
+        writer.writerow([f"{dist_info}/RECORD", "", ""])
+        zf.writestr(f"{dist_info}/RECORD", record.getvalue())
+    return wheel
+
+
+def image_env(wheelhouse: Path, s3_endpoint: str) -> dict[str, str]:
+    """The ENV that containers/Dockerfile sets (offline pip from the image's wheelhouse), plus the
+    account's S3 endpoint, which in AWS is simply the default one."""
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse), "PIP_NO_DEPS": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1", "AWS_ENDPOINT_URL_S3": s3_endpoint,
+            "OMP_NUM_THREADS": "1"}
+
+
+def make_tiny_cohort(out: Path, n_patients: int = 6) -> Path:
+    """The demo cohort in miniature: same files and formats, ``n_patients`` patients (one with two slides)."""
+    import tessera.demo.cohort as demo
+
+    saved = {k: getattr(demo, k) for k in ("N_PATIENTS", "N_TWO_SLIDES", "N_BAM_ONLY", "N_NO_GENOMICS")}
+    try:
+        demo.N_PATIENTS, demo.N_TWO_SLIDES, demo.N_BAM_ONLY, demo.N_NO_GENOMICS = n_patients, 1, 1, 1
+        return demo.make_demo_cohort(out, seed=11)
+    finally:
+        for k, v in saved.items():
+            setattr(demo, k, v)
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow's files (Snakefile, rules, scripts, config, envs, profiles) in ``dest``, as a user's clone."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item)
+        elif src.exists():
+            shutil.copy2(src, dest / item)
+    return dest
+
+
+def tiny_config(workdir: Path, cohort: str, n_shards: int = 2) -> Path:
+    """``workdir/tiny.yaml``: the workflow's config with the tiny cohort's sheets and fewer shards."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    for key, name in (("slides", "slides.tsv"), ("clinical", "clinical.tsv"), ("genomics", "genomics.tsv"),
+                      ("reference", "reference.fa"), ("annotation", "genes.gtf")):
+        config[key] = f"{cohort}/{name}"
+    config["n_shards"] = n_shards
+    path = workdir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
