@@ -9,6 +9,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import logging
 import os
 import secrets
 import shutil
@@ -33,6 +34,7 @@ def moto_s3(bucket: str) -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 (a free port) with ``bucket`` created; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -151,3 +153,29 @@ def tiny_config(workdir: Path, cohort: str, n_shards: int = 2) -> Path:
 def run_snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def aws_sandbox(tmp: Path, bucket: str) -> Iterator[dict]:
+    """S3 (moto) and the Batch/SageMaker emulator on 127.0.0.1, the workflow image emulated by this
+    virtual environment, and the launching user's environment (with their own credentials)."""
+    from aws_emulator import AwsJobEmulator, Image
+
+    with moto_s3(bucket) as s3:
+        wheelhouse = tmp / "wheelhouse"
+        wheel_from_installed("snakemake-storage-plugin-s3", wheelhouse)
+        images = {IMAGE: Image(path=[VENV_BIN], env=image_env(wheelhouse, s3))}
+        emulator = AwsJobEmulator(tmp / "aws", images, roles=[JOB_ROLE], job_queues=[JOB_QUEUE], region=REGION).start()
+        creds = driver_credentials()
+        env = driver_env(tmp / "home", AWS_ENDPOINT_URL_S3=s3, AWS_ENDPOINT_URL_BATCH=emulator.endpoint,
+                         AWS_ENDPOINT_URL_SAGEMAKER=emulator.endpoint, **creds)
+        try:
+            yield {"s3": s3, "emulator": emulator, "env": env, "credentials": creds}
+        finally:
+            emulator.stop()
+
+
+def executor_workflow(dest: Path) -> Path:
+    """tests/executor_workflow (one CPU rule, one GPU rule, one failing, one slow) copied to ``dest``."""
+    shutil.copytree(Path(__file__).parent / "executor_workflow", dest)
+    return dest

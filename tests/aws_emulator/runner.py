@@ -10,6 +10,7 @@ environment leaks in. GPUs visible in the container are modelled by ``TESSERA_GP
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import psutil
 
 
 @dataclass
@@ -70,17 +73,23 @@ class ContainerRun:
         self._kill()
 
     def _kill(self) -> None:
+        """SIGTERM to the container's processes (its process group and every descendant, like a PID
+        namespace), SIGKILL to what is left after 2 s."""
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 2
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            members = [self.proc] + psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            for p in members:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(sig)
+            _, alive = psutil.wait_procs(members, timeout=2)
+            if not alive:
+                return
 
 
 def container_env(image: Image, root: Path, job_env: dict[str, str], platform_env: dict[str, str]) -> dict[str, str]:
