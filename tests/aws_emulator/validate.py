@@ -46,7 +46,9 @@ def validate(shape: Shape, value: Any, path: str = "") -> list[str]:
     elif kind == "map":
         if not isinstance(value, dict):
             return [f"{where}: expected a map"]
-        errors += _bounds(where, len(value), meta, "entries")
+        # Only the maximum: AWS Batch takes the empty tag map that snakemake-executor-plugin-aws-batch
+        # always sends although the model says min 1 (botocore does not check map sizes either).
+        errors += _bounds(where, len(value), {k: v for k, v in meta.items() if k == "max"}, "entries")
         for k, v in value.items():
             errors += validate(shape.key, k, f"{where} key {k!r}")
             errors += validate(shape.value, v, f"{where}[{k!r}]")
