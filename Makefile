@@ -30,6 +30,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+	$(BIN)/hadolint containers/Dockerfile
 
 clean-demo:
 	rm -rf $(DEMO) results logs .snakemake

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -105,12 +106,24 @@ def wheel_from_installed(dist_name: str, dest: Path) -> Path:
     return wheel
 
 
+def dockerfile_env(dockerfile: Path = REPO / "containers" / "Dockerfile") -> dict[str, str]:
+    """The ``ENV`` of the Dockerfile's final stage (what every job's container starts with)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM "):]
+    env: dict[str, str] = {}
+    for line in final.splitlines():
+        if line.startswith("ENV "):
+            env.update(item.split("=", 1) for item in shlex.split(line[4:]))
+    return env
+
+
 def image_env(wheelhouse: Path, s3_endpoint: str) -> dict[str, str]:
-    """The ENV that containers/Dockerfile sets (offline pip from the image's wheelhouse), plus the
-    account's S3 endpoint, which in AWS is simply the default one."""
-    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse), "PIP_NO_DEPS": "1",
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1", "AWS_ENDPOINT_URL_S3": s3_endpoint,
-            "OMP_NUM_THREADS": "1"}
+    """The environment of the emulated image: containers/Dockerfile's ENV (its wheelhouse here at
+    ``wheelhouse``; PATH comes from the emulated image's path) plus the account's S3 endpoint, which in
+    AWS is simply the default one."""
+    env = {k: v for k, v in dockerfile_env().items() if k != "PATH"}
+    env.update(PIP_FIND_LINKS=str(wheelhouse), AWS_ENDPOINT_URL_S3=s3_endpoint, OMP_NUM_THREADS="1")
+    return env
 
 
 def make_tiny_cohort(out: Path, n_patients: int = 6) -> Path:
