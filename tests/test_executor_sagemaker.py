@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from anywhere_support import (
-    IMAGE, JOB_ROLE, REGION, REPO, aws_sandbox, executor_workflow, run_snakemake, s3_keys, s3_read,
+    IMAGE, JOB_ROLE, REGION, REPO, aws_sandbox, copy_workflow, executor_workflow, make_tiny_cohort, run_snakemake,
+    s3_client, s3_keys, s3_read, tiny_config,
 )
 
 BUCKET = "tessera-sagemaker"
@@ -141,3 +144,44 @@ def test_cancel_stops_running_jobs(sandbox, tmp_path):
 def _group_cmdlines(pid: int) -> str:
     """Command lines of ``pid``'s process group (what still runs in the emulated container)."""
     return subprocess.run(["pgrep", "-a", "-g", str(pid)], capture_output=True, text=True).stdout
+
+
+@pytest.mark.workflow
+def test_the_workflows_default_target_runs_on_sagemaker(sandbox, tmp_path):
+    """tessera itself, not a toy: slides in S3, sheets shipped by git, one Processing job per shard."""
+    s3, env = sandbox["s3"], sandbox["env"]
+    workdir = copy_workflow(tmp_path / "wf")
+    cohort = make_tiny_cohort(workdir / "cohort", n_patients=4)
+    config = tiny_config(workdir, "cohort", n_shards=1)
+    git = ["git", "-c", "user.name=tessera-test", "-c", "user.email=test@example.org"]
+    subprocess.run([*git, "init", "-q"], cwd=workdir, check=True)
+    subprocess.run([*git, "add", "Snakefile", "rules", "scripts", "config", "envs", "cohort/clinical.tsv",
+                    "cohort/genomics.tsv", "cohort/slides.tsv"], cwd=workdir, check=True)
+    args = ["--configfile", str(config), *_args("tessera")]
+
+    # Slides on this machine: stopped before anything is submitted.
+    before = len(sandbox["emulator"].requests)
+    run = run_snakemake(args, workdir, env)
+    assert run.returncode != 0 and "is not an s3:// URI" in run.stderr, run.stderr[-3000:]
+    assert len(sandbox["emulator"].requests) == before
+
+    # Slides in S3, the sheet naming them by URI; the cohort's other files under the storage prefix.
+    client = s3_client(s3)
+    for f in cohort.rglob("*"):
+        if f.is_file():
+            client.upload_file(str(f), BUCKET, f"tessera/{f.relative_to(workdir)}")
+    sheet = pd.read_csv(cohort / "slides.tsv", sep="\t", dtype=str, keep_default_na=False)
+    sheet["path"] = [f"s3://{BUCKET}/tessera/cohort/{p}" for p in sheet["path"]]
+    sheet.to_csv(cohort / "slides.tsv", sep="\t", index=False)
+    subprocess.run([*git, "commit", "-qam", "cohort"], cwd=workdir, check=True)
+
+    run = run_snakemake(args, workdir, env)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    qc = pd.read_csv(io.BytesIO(s3_read(s3, BUCKET, "tessera/results/qc/slides.tsv")), sep="\t")
+    assert sorted(qc["slide_id"]) == sorted(sheet["slide_id"]) and (qc["status"] == "ok").all()
+    keys = set(s3_keys(s3, BUCKET, "tessera/results/"))
+    assert all(f"tessera/{p}" in keys for p in qc["patches_h5"])
+    jobs = [r.params for r in sandbox["emulator"].requests[before:] if r.operation == "CreateProcessingJob"]
+    rules = sorted(next(t["Value"] for t in j["Tags"] if t["Key"] == "snakemake:rule") for j in jobs)
+    assert rules == ["patch_slides", "slides_qc"]
+    assert jobs[0]["ProcessingResources"]["ClusterConfig"]["InstanceType"] == "ml.m5.large"
