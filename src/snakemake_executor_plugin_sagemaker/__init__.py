@@ -10,11 +10,9 @@ its inputs from and writes its outputs to the default storage (S3) itself, with 
 credentials: no credential is ever put into a job (names that look like credentials are dropped from
 its environment, and a request that would contain the submitting process's own AWS keys is refused).
 
-Status: ``DescribeProcessingJob`` takes one job per call, ``ListProcessingJobs`` returns up to 100
-per call filtered by name and status. Every poll lists this run's ``InProgress`` jobs (job names
-start with a per-run prefix), so running jobs cost one call per 100; a job missing from that list has
-just finished (or is stopping, or is too new to be listed yet) and is described on its own, which
-gives its final status, failure reason and exit message. Cancelling stops every active job.
+Status: one ``ListProcessingJobs`` call per 100 running jobs, one ``DescribeProcessingJob`` per job
+when it finishes (:mod:`.status`), which gives SageMaker's failure reason. Cancelling stops every
+active job.
 """
 
 
@@ -26,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncGenerator, List, Optional
 
+import boto3
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
@@ -43,10 +42,10 @@ from snakemake_executor_plugin_sagemaker.jobspec import (
     split_environment,
     volume_size_gb,
 )
+from snakemake_executor_plugin_sagemaker.status import ProcessingJobStatus
 
 ECR_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^\s]+$")
 LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
-ACTIVE = ("InProgress", "Stopping")
 
 
 @dataclass
@@ -104,8 +103,6 @@ common_settings = CommonSettings(
 
 class Executor(RemoteExecutor):
     def __post_init__(self):
-        import boto3
-
         self.settings: ExecutorSettings = self.workflow.executor_settings
         self.image = self.workflow.remote_execution_settings.container_image
         if not ECR_IMAGE.match(self.image or ""):
@@ -122,6 +119,8 @@ class Executor(RemoteExecutor):
         self.region = self.client.meta.region_name
         self.run_id = uuid.uuid4().hex[:8]
         self.name_prefix = job_name(self.settings.job_name_prefix, self.run_id, "", "") + "-"
+        self.status = ProcessingJobStatus(self.client, self.name_prefix, self.status_rate_limiter,
+                                          self.logger.warning)
         self._secrets = self._own_secrets(session)
 
     def _own_secrets(self, session) -> list[str]:
@@ -196,46 +195,23 @@ class Executor(RemoteExecutor):
             SubmittedJobInfo(job=job, external_jobid=name, aux={"submitted": time.time(), "instance": instance})
         )
 
-    async def _in_progress_names(self) -> set[str]:
-        names, token = set(), None
-        while True:
-            kwargs = {"NameContains": self.name_prefix, "StatusEquals": "InProgress", "MaxResults": 100}
-            if token:
-                kwargs["NextToken"] = token
-            async with self.status_rate_limiter:
-                page = self.client.list_processing_jobs(**kwargs)
-            names.update(s["ProcessingJobName"] for s in page.get("ProcessingJobSummaries", []))
-            token = page.get("NextToken")
-            if not token:
-                return names
-
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:  # also: the status thread starts before __post_init__ has run
             return
         try:
-            in_progress = await self._in_progress_names()
+            statuses = await self.status.poll(job.external_jobid for job in active_jobs)
         except Exception as e:
             self.logger.warning(f"listing SageMaker processing jobs failed ({e}); checking again later")
             for job in active_jobs:
                 yield job
             return
         for job in active_jobs:
-            if job.external_jobid in in_progress:
+            desc = statuses[job.external_jobid]
+            if desc is None:
                 yield job
-                continue
-            try:
-                async with self.status_rate_limiter:
-                    desc = self.client.describe_processing_job(ProcessingJobName=job.external_jobid)
-            except Exception as e:
-                self.logger.warning(f"describing {job.external_jobid} failed ({e}); checking again later")
-                yield job
-                continue
-            status = desc["ProcessingJobStatus"]
-            if status in ACTIVE:
-                yield job
-            elif status == "Completed":
+            elif desc["ProcessingJobStatus"] == "Completed":
                 self.report_job_success(job)
             else:
                 self.report_job_error(job, msg=self._failure_message(desc))
