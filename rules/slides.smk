@@ -6,18 +6,18 @@
 rule patch_slides:
     output:
         directory("results/slides/shard-{shard}"),
-    params:
-        slides=lambda wc: PLAN.slides_by_shard[wc.shard],
-        patching=config["patching"],
     log:
         "logs/slides/shard-{shard}.log",
     benchmark:
         "logs/benchmarks/slides/shard-{shard}.tsv"
+    conda:
+        "../envs/slides.yaml"
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        "../envs/slides.yaml"
+    params:
+        slides=lambda wc: PLAN.slides_by_shard[wc.shard],
+        patching=config["patching"],
     script:
         "../scripts/patch_slides.py"
 
@@ -27,13 +27,13 @@ rule slides_qc:
         shard_dirs("results/slides/shard-{shard}", PLAN.slide_shards),
     output:
         "results/qc/slides.tsv",
-    params:
-        shard_dirs=shard_dirs("results/slides/shard-{shard}", PLAN.slide_shards),
     log:
         "logs/slides/qc.log",
-    resources:
-        mem_mb=2000,
     conda:
         "../envs/slides.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        shard_dirs=shard_dirs("results/slides/shard-{shard}", PLAN.slide_shards),
     script:
         "../scripts/collect_slides_qc.py"

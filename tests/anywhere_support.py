@@ -126,17 +126,10 @@ def image_env(wheelhouse: Path, s3_endpoint: str) -> dict[str, str]:
     return env
 
 
-def make_tiny_cohort(out: Path, n_patients: int = 6) -> Path:
-    """The demo cohort in miniature: same files and formats, ``n_patients`` patients (one with two slides)."""
-    import tessera.demo.cohort as demo
-
-    saved = {k: getattr(demo, k) for k in ("N_PATIENTS", "N_TWO_SLIDES", "N_BAM_ONLY", "N_NO_GENOMICS")}
-    try:
-        demo.N_PATIENTS, demo.N_TWO_SLIDES, demo.N_BAM_ONLY, demo.N_NO_GENOMICS = n_patients, 1, 1, 1
-        return demo.make_demo_cohort(out, seed=11)
-    finally:
-        for k, v in saved.items():
-            setattr(demo, k, v)
+def copy_cohort(cohort: Path, dest: Path) -> Path:
+    """A copy of a demo cohort (conftest's ``tiny_cohort``) at ``dest``, inside a test's working directory."""
+    shutil.copytree(cohort, dest)
+    return dest
 
 
 def copy_workflow(dest: Path) -> Path:

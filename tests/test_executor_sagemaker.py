@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from anywhere_support import (
-    IMAGE, JOB_ROLE, REGION, REPO, aws_sandbox, copy_workflow, executor_workflow, make_tiny_cohort, run_snakemake,
+    IMAGE, JOB_ROLE, REGION, REPO, aws_sandbox, copy_cohort, copy_workflow, executor_workflow, run_snakemake,
     s3_client, s3_keys, s3_read, tiny_config,
 )
 
@@ -147,11 +147,11 @@ def _group_cmdlines(pid: int) -> str:
 
 
 @pytest.mark.workflow
-def test_the_workflows_default_target_runs_on_sagemaker(sandbox, tmp_path):
+def test_the_workflows_default_target_runs_on_sagemaker(sandbox, tmp_path, tiny_cohort):
     """tessera itself, not a toy: slides in S3, sheets shipped by git, one Processing job per shard."""
     s3, env = sandbox["s3"], sandbox["env"]
     workdir = copy_workflow(tmp_path / "wf")
-    cohort = make_tiny_cohort(workdir / "cohort", n_patients=4)
+    cohort = copy_cohort(tiny_cohort, workdir / "cohort")
     config = tiny_config(workdir, "cohort", n_shards=1)
     git = ["git", "-c", "user.name=tessera-test", "-c", "user.email=test@example.org"]
     subprocess.run([*git, "init", "-q"], cwd=workdir, check=True)

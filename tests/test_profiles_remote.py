@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yte
 
-from anywhere_support import REPO, copy_workflow, make_tiny_cohort, tiny_config
+from anywhere_support import REPO, copy_cohort, copy_workflow, tiny_config
 from snakemake_executor_plugin_aws_batch.constant import VALID_RESOURCES_MAPPING
 from snakemake_executor_plugin_sagemaker.instances import InstanceChoiceError, choose_instance
 from snakemake_executor_plugin_sagemaker.jobspec import MAX_RUNTIME_S
@@ -50,9 +50,9 @@ def _defaults(profile: dict) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def rules(tmp_path_factory) -> list[dict]:
+def rules(tmp_path_factory, tiny_cohort) -> list[dict]:
     workdir = copy_workflow(tmp_path_factory.mktemp("rules") / "wf")
-    make_tiny_cohort(workdir / "cohort", n_patients=3)
+    copy_cohort(tiny_cohort, workdir / "cohort")
     run = subprocess.run([sys.executable, "-c", LIST_RULES, str(tiny_config(workdir, "cohort"))], cwd=workdir,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

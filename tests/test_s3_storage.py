@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from anywhere_support import (
-    copy_workflow, driver_credentials, driver_env, make_tiny_cohort, moto_s3, run_snakemake, s3_client, s3_keys,
+    copy_cohort, copy_workflow, driver_credentials, driver_env, moto_s3, run_snakemake, s3_client, s3_keys,
     s3_read,
     tiny_config,
 )
@@ -18,9 +18,9 @@ BUCKET, PREFIX = "tessera-test", "runs/tiny"
 
 
 @pytest.mark.workflow
-def test_default_target_runs_with_s3_default_storage(tmp_path):
+def test_default_target_runs_with_s3_default_storage(tmp_path, tiny_cohort):
     workdir = copy_workflow(tmp_path / "wf")
-    cohort = make_tiny_cohort(workdir / "cohort")
+    cohort = copy_cohort(tiny_cohort, workdir / "cohort")
     config = tiny_config(workdir, "cohort")
     creds = driver_credentials()
     with moto_s3(BUCKET) as endpoint:

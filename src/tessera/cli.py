@@ -13,7 +13,7 @@ def _demo(args: argparse.Namespace) -> None:
     from tessera.demo import make_demo_cohort
 
     start = time.perf_counter()
-    out = make_demo_cohort(args.dir, seed=args.seed)
+    out = make_demo_cohort(args.dir, seed=args.seed, n_patients=args.patients)
     print(f"demo cohort written to {out}/ in {time.perf_counter() - start:.1f} s (planted truth: {out}/README.md)")
 
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="write the demo cohort (deterministic given --seed)")
     demo.add_argument("dir", help="output directory, e.g. demo")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--patients", type=int, default=48, help="cohort size (at least 4; smaller for quick tests)")
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     try:

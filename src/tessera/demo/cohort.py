@@ -1,6 +1,6 @@
 """``tessera demo DIR``: a small, deterministic cohort in real formats with a planted survival signal.
 
-The cohort: 48 patients; 56 synthetic slides (8 patients have two) plus the real CMU-1-Small-Region
+The default cohort: 48 patients; 56 synthetic slides (8 patients have two) plus the real CMU-1-Small-Region
 slide as the only slide of one more patient; a reference, a GTF, a multi-sample VCF, BAMs for the
 patients without a VCF, and a clinical table. Survival times follow a proportional-hazards model
 driven by the planted texture's share of the patient's tissue and by the planted variant; the truth
@@ -21,9 +21,6 @@ from tessera.demo.slides import synth_slide, write_aperio_tiff
 from tessera.demo.textures import PLANTED_TEXTURE
 
 N_PATIENTS = 48
-N_TWO_SLIDES = 8  # patients with two slides
-N_BAM_ONLY = 5  # patients with reads but no VCF
-N_NO_GENOMICS = 3
 CMU_SLIDE = "CMU-1-Small-Region.svs"
 
 #: log-hazard = BETA_TEXTURE · z(planted fraction) + BETA_VARIANT · dosage + BETA_AGE · z(age) + BETA_STAGE · (stage − 2.5)
@@ -31,21 +28,22 @@ BETA_TEXTURE, BETA_VARIANT, BETA_AGE, BETA_STAGE = 1.6, 0.9, 0.3, 0.25
 BASELINE_PER_DAY = 1 / 3000.0
 
 
-def _patients(rng: np.random.Generator) -> pd.DataFrame:
-    ids = [f"P{i:03d}" for i in range(1, N_PATIENTS + 1)]
-    df = pd.DataFrame({"patient_id": ids})
-    df["planted_fraction_target"] = rng.uniform(0.0, 0.6, N_PATIENTS)
+def _patients(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Patients P001…: latent truth and which data each has (48 → 8 with two slides, 5 BAM-only, 3 none)."""
+    two, bam, none = min(8, max(1, n // 6)), min(5, max(1, n // 9)), min(3, max(1, n // 16))
+    df = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(1, n + 1)]})
+    df["planted_fraction_target"] = rng.uniform(0.0, 0.6, n)
     df.loc[0, "planted_fraction_target"] = 0.0  # P001 has only the real CMU slide: no planted texture
-    df["variant_dosage"] = rng.choice([0, 1, 2], N_PATIENTS, p=[0.5, 0.38, 0.12])
-    df["age"] = np.round(rng.normal(63, 10, N_PATIENTS)).astype(int)
-    df["sex"] = rng.choice(["F", "M"], N_PATIENTS)
-    df["stage"] = rng.choice(["I", "II", "III", "IV"], N_PATIENTS, p=[0.25, 0.35, 0.25, 0.15])
-    order = rng.permutation(np.arange(1, N_PATIENTS))  # P001 is the CMU patient
+    df["variant_dosage"] = rng.choice([0, 1, 2], n, p=[0.5, 0.38, 0.12])
+    df["age"] = np.round(rng.normal(63, 10, n)).astype(int)
+    df["sex"] = rng.choice(["F", "M"], n)
+    df["stage"] = rng.choice(["I", "II", "III", "IV"], n, p=[0.25, 0.35, 0.25, 0.15])
+    order = rng.permutation(np.arange(1, n))  # P001 is the CMU patient
     df["n_slides"] = 1
-    df.loc[order[:N_TWO_SLIDES], "n_slides"] = 2
+    df.loc[order[:two], "n_slides"] = 2
     df["genomics"] = "vcf"
-    df.loc[order[N_TWO_SLIDES : N_TWO_SLIDES + N_BAM_ONLY], "genomics"] = "bam"
-    df.loc[order[N_TWO_SLIDES + N_BAM_ONLY : N_TWO_SLIDES + N_BAM_ONLY + N_NO_GENOMICS], "genomics"] = "none"
+    df.loc[order[two : two + bam], "genomics"] = "bam"
+    df.loc[order[two + bam : two + bam + none], "genomics"] = "none"
     return df
 
 
@@ -138,14 +136,19 @@ C-index (log-hazard against the observed outcomes) is {c_truth:.3f}.
 """
 
 
-def make_demo_cohort(out_dir: str | Path, seed: int = 7) -> Path:
-    """Write the demo cohort to ``out_dir`` (created; existing files overwritten). Returns its path."""
+def make_demo_cohort(out_dir: str | Path, seed: int = 7, n_patients: int = N_PATIENTS) -> Path:
+    """Write the demo cohort to ``out_dir`` (created; existing files overwritten). Returns its path.
+
+    ``n_patients`` (at least 4) shrinks the cohort for tests; the planted model stays the same.
+    """
+    if n_patients < 4:
+        raise ValueError("the demo cohort needs at least 4 patients")
     from sksurv.metrics import concordance_index_censored
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    patients = _patients(rng)
+    patients = _patients(rng, n_patients)
     slides = _write_slides(rng, patients, out)
     genomics = _write_genomics(rng, patients, out)
     _survival(rng, patients)
@@ -157,8 +160,8 @@ def make_demo_cohort(out_dir: str | Path, seed: int = 7) -> Path:
     truth.round({"planted_fraction": 4}).to_csv(out / "truth.tsv", sep="\t", index=False)
     c_truth = concordance_index_censored(patients["event"].astype(bool), patients["time"], patients["log_hazard"])[0]
     (out / "README.md").write_text(README.format(
-        seed=seed, n_slides=len(slides), n_patients=len(patients), cmu=CMU_SLIDE, n_bam=N_BAM_ONLY,
-        n_none=N_NO_GENOMICS, planted=PLANTED_TEXTURE, variant="planted_del7", pos=genome.PLANTED_VARIANT_POS + 1,
+        seed=seed, n_slides=len(slides), n_patients=len(patients), cmu=CMU_SLIDE,
+        n_bam=int((patients["genomics"] == "bam").sum()), n_none=int((patients["genomics"] == "none").sum()), planted=PLANTED_TEXTURE, variant="planted_del7", pos=genome.PLANTED_VARIANT_POS + 1,
         bt=BETA_TEXTURE, bv=BETA_VARIANT, ba=BETA_AGE, bs=BETA_STAGE, c_truth=c_truth,
     ))
     return out
