@@ -102,9 +102,10 @@ def test_every_rule_fits_profiles_aws_batch(rules):
 def test_every_rule_fits_profiles_sagemaker(rules):
     profile = _profile("sagemaker")
     defaults = _defaults(profile)
+    overrides = profile.get("set-resources", {})
     problems = []
     for rule in rules:
-        res = rule["resources"]
+        res = {**rule["resources"], **overrides.get(rule["name"], {})}
         mem_mb = res.get("mem_mb", defaults.get("mem_mb")) or 0
         try:
             choose_instance(res.get("_cores") or 1, int(mem_mb * 1e6 / 2**20), res.get("gpu") or 0,
