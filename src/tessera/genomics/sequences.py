@@ -314,12 +314,12 @@ def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: P
     contig = match_contig(region.contig, bam_contigs, what="BAM", file=bam)
     fasta = _alias_fasta(reference, {region.contig: contig} if contig != region.contig else {}, tmp)
     where = f"{contig}:{region.start + 1}-{region.end}"
-    pileup, calls = str(tmp / "pileup.bcf"), str(tmp / "calls.vcf.gz")
+    pileup, calls = str(tmp / "pileup.bcf"), str(tmp / "calls.vcf")
     pysam.bcftools.mpileup(
         "-f", fasta, "-r", where, "-q", str(params.min_mapq), "-Q", str(params.min_baseq), "-a", "FORMAT/DP",
         "-Ou", "-o", pileup, bam, catch_stdout=False,
     )
-    pysam.bcftools.call("-m", "-v", "-Oz", "-o", calls, pileup, catch_stdout=False)
+    pysam.bcftools.call("-m", "-v", "-Ov", "-o", calls, pileup, catch_stdout=False)
     depth = np.zeros(region.length, np.int64)
     text = pysam.samtools.depth("-a", "-J", "-q", str(params.min_baseq), "-Q", str(params.min_mapq), "-r", where, bam)
     for line in text.splitlines():
