@@ -14,9 +14,11 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/slides.smk"
+include: "rules/genomics.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/qc/slides.tsv",
+        f"results/genomics/{NT_MODEL}/embeddings.parquet",
