@@ -312,6 +312,7 @@ def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: P
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read BAM: {e}", file=bam, fix="give a coordinate-sorted, indexed BAM") from e
     contig = match_contig(region.contig, bam_contigs, what="BAM", file=bam)
+    tmp = Path(tempfile.mkdtemp(prefix="call-", dir=tmp))
     fasta = _alias_fasta(reference, {region.contig: contig} if contig != region.contig else {}, tmp)
     where = f"{contig}:{region.start + 1}-{region.end}"
     pileup, calls = str(tmp / "pileup.bcf"), str(tmp / "calls.vcf")
