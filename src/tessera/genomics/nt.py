@@ -110,8 +110,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate q, k of shape (B, heads, T, d) by positions 0…T−1."""
-        t = torch.arange(q.shape[-2], device=q.device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(t, self.inv_freq)
+        t = torch.arange(q.shape[-2], device=q.device, dtype=torch.float32)  # exact positions, even in bf16
+        freqs = torch.outer(t, self.inv_freq.float())
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
@@ -441,7 +441,9 @@ def load_nt(source: str | os.PathLike, kind: str, device: torch.device | str = "
         model = _build(kind, cfg, f"{source}/config.json")
     model.load_state_dict(state, strict=True, assign=True)
     _materialise_buffers(model, cfg)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device).eval()
+    for p in model.parameters():  # buffers (rotary inv_freq) stay float32: bf16 would shift the frequencies
+        p.data = p.data.to(dtype)
     random = bool(cfg.get("tessera", {}).get("random_weights", False))
     log.info("loaded %s from %s (sha256 %s%s): %d layers, hidden %d", kind, weights, sha[:12],
              ", RANDOM weights" if random else "", cfg["num_hidden_layers"], cfg["hidden_size"])
