@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from genomics_data import SyntheticCase, make_synthetic_case
 
 from tessera.errors import InputError
 from tessera.genomics.embed import EmbedParams, SequenceEmbedder, cohort_table, embed_gene, windows
@@ -14,6 +15,11 @@ from tessera.genomics.nt import load_nt, write_random_model
 from tessera.genomics.sequences import SequenceParams, patient_sequences_shard
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 48}
+
+
+@pytest.fixture(scope="module")
+def synthetic_case(tmp_path_factory) -> SyntheticCase:
+    return make_synthetic_case(tmp_path_factory.mktemp("synthetic"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pysam
 import pytest
-from genomics_data import bcftools_consensus, write_fasta, write_vcf
+from genomics_data import SyntheticCase, bcftools_consensus, make_synthetic_case, write_fasta, write_vcf
 
 from tessera.demo import genome
 from tessera.errors import InputError
@@ -27,6 +27,11 @@ MODES = {  # our policy -> the bcftools consensus options that should give the s
     "missing N": (SequenceParams(missing_genotype="N"), lambda h: ["-H", str(h), "--missing", "N"]),
     "iupac": (SequenceParams(unphased_het="iupac"), lambda h: ["-H", f"{h}pIu"]),
 }
+
+
+@pytest.fixture(scope="module")
+def synthetic_case(tmp_path_factory) -> SyntheticCase:
+    return make_synthetic_case(tmp_path_factory.mktemp("synthetic"))
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
-import yaml
+from conftest import cohort_config, run_snakemake
 
-from tessera.demo import make_demo_cohort
-
-REPO = Path(__file__).resolve().parents[2]
 TARGET = "results/genomics/nt-v2-random-demo/embeddings.parquet"
 
 
 @pytest.mark.workflow
-def test_demo_genomics_embeds_every_patient_with_genomic_data(tmp_path):
-    cohort = make_demo_cohort(tmp_path / "demo", n_patients=10)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(slides=str(cohort / "slides.tsv"), clinical=str(cohort / "clinical.tsv"),
-                  genomics=str(cohort / "genomics.tsv"), reference=str(cohort / "reference.fa"),
-                  annotation=str(cohort / "genes.gtf"), n_shards=2)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"), "--directory",
-         str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", TARGET],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-6000:]
+def test_demo_genomics_embeds_every_patient_with_genomic_data(tiny_cohort, tmp_path):
+    cohort = tiny_cohort
+    config = cohort_config(cohort, tmp_path, n_shards=2)
+    run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", TARGET)
 
     truth = pd.read_csv(cohort / "truth.tsv", sep="\t")
     with_data = sorted(truth.loc[truth["genomics"] != "none", "patient_id"])
