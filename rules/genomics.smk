@@ -100,7 +100,7 @@ rule nt_random_weights:
         mem_mb=4000,
     params:
         kind=config["genomics_model"]["kind"],
-        architecture=config["genomics_model"].get("random_architecture", {}),
+        architecture=config["genomics_model"]["random_architecture"],
         seed=config["genomics_model"]["random_seed"],
     script:
         "../scripts/nt_random_weights.py"

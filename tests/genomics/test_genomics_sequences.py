@@ -188,3 +188,29 @@ def test_haplotype_buffer_edits_follow_bcftools_rules():
     h = Haplotype("ACGTACGT", 0)
     assert h.apply(2, 3, "GTA", "G") is None and h.apply(4, 1, "A", "AC") is None
     assert h.sequence == "ACGCCGT"  # bcftools places an insertion anchored on a deleted base after the gap
+
+
+def test_vcf_and_bam_on_s3_are_staged_with_their_index(synthetic_case, tmp_path, monkeypatch):
+    from moto import mock_aws
+
+    case = synthetic_case
+    region = Region("T", "chrT", *case.regions[1], "+")
+    local = [{"patient_id": "P1", "vcf": str(case.vcf), "vcf_sample": "S3", "bam": ""}]
+    patient_sequences_shard(local, region, str(case.reference), SequenceParams(), tmp_path / "local")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    with mock_aws():
+        import boto3
+
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="cohort")
+        for suffix in ("", ".tbi"):
+            s3.upload_file(f"{case.vcf}{suffix}", "cohort", f"vcf/calls.vcf.gz{suffix}")
+        remote = [{"patient_id": "P1", "vcf": "s3://cohort/vcf/calls.vcf.gz", "vcf_sample": "S3", "bam": ""},
+                  {"patient_id": "P2", "vcf": "", "vcf_sample": "", "bam": "s3://cohort/absent.bam"}]
+        index = patient_sequences_shard(remote, region, str(case.reference), SequenceParams(), tmp_path / "s3")
+    assert index["status"].tolist() == ["ok", "failed"]
+    assert (tmp_path / "s3" / "sequences.fa").read_text() == (tmp_path / "local" / "sequences.fa").read_text()

@@ -16,6 +16,7 @@ a haplotype); windows are sorted by length before batching to waste little compu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -153,40 +154,49 @@ def embed_gene(
 ) -> pd.DataFrame:
     """Embed every ``ok`` patient of the gene's sequence shards; write ``out_parquet``; return it.
 
-    One row per patient: ``patient_id``, embedding columns (float32), then provenance (region, source,
-    token/window counts, model, weights path and SHA-256, whether random, layer, windowing).
+    One row per patient (sorted by ``patient_id``): ``patient_id``, embedding columns (float32), then
+    provenance (region, source, token/window counts, model, weights path and SHA-256, whether random,
+    layer, windowing). Shards are read one at a time; a haplotype already embedded (in any shard) is
+    looked up by its hash rather than embedded again.
     """
-    patients, haps, info = [], [], []
+    if nt.random:
+        log.warning("the model's weights are RANDOM: these embeddings carry no biology (demo and tests only)")
+    embedder = SequenceEmbedder(nt, params)
+    cache: dict[bytes, tuple[np.ndarray, int, int]] = {}  # sequence hash -> (embedding, tokens, windows)
+    patients, info, rows = [], [], []
     for shard_dir in shard_dirs:
         index, seqs = read_shard_sequences(shard_dir)
         for row in index.itertuples():
             if row.status != "ok":
                 log.warning("%s %s: no sequence (%s); not embedded", row.patient_id, gene, row.reason)
-                continue
+        ok = index[index["status"] == "ok"]
+        haps = {hashlib.blake2b(h.encode(), digest_size=16).digest(): h for p in ok["patient_id"] for h in seqs[p]}
+        new = [k for k in haps if k not in cache]
+        if new:
+            emb, n_tok, n_win = embedder.embed([haps[k] for k in new])
+            cache.update(zip(new, zip(emb, n_tok, n_win)))
+        for row in ok.itertuples():
+            keys = [hashlib.blake2b(h.encode(), digest_size=16).digest() for h in seqs[row.patient_id]]
             patients.append(row.patient_id)
-            haps.extend(seqs[row.patient_id])
+            rows.append([cache[k] for k in keys])
             info.append({"region": row.region, "source": row.source})
-    embedder = SequenceEmbedder(nt, params)
     dim = nt.hidden_size
-    if patients:
-        emb, n_tok, n_win = embedder.embed(haps)
-    else:
-        emb, n_tok, n_win = np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    h1, h2 = emb[0::2], emb[1::2]
+    h1 = np.array([r[0][0] for r in rows], np.float32).reshape(-1, dim)
+    h2 = np.array([r[1][0] for r in rows], np.float32).reshape(-1, dim)
     if params.haplotypes == "mean":
-        values = {c: v for c, v in zip(embedding_columns(dim), ((h1 + h2) / 2).T)}
+        values = dict(zip(embedding_columns(dim), ((h1 + h2) / 2).T))
     else:
         values = {**dict(zip(embedding_columns(dim, "h1_"), h1.T)), **dict(zip(embedding_columns(dim, "h2_"), h2.T))}
     table = pd.DataFrame({"patient_id": patients, **{c: v.astype(np.float32) for c, v in values.items()}})
-    provenance = pd.DataFrame(info, columns=["region", "source"])
-    table = pd.concat([table, provenance.assign(
-        gene=gene, hap1_tokens=n_tok[0::2], hap2_tokens=n_tok[1::2], n_windows=n_win[0::2] + n_win[1::2],
-        model=model_name, model_kind=nt.kind, weights=nt.source, weights_sha256=nt.sha256, weights_random=nt.random,
-        layer=params.layer, max_tokens=embedder.max_tokens, overlap_tokens=params.overlap_tokens,
-        haplotypes=params.haplotypes, tessera_version=__version__,
-    )], axis=1)
+    table = pd.concat([table, pd.DataFrame(info, columns=["region", "source"]).assign(
+        gene=gene, hap1_tokens=[int(r[0][1]) for r in rows], hap2_tokens=[int(r[1][1]) for r in rows],
+        n_windows=[int(r[0][2] + r[1][2]) for r in rows], model=model_name, model_kind=nt.kind, weights=nt.source,
+        weights_sha256=nt.sha256, weights_random=nt.random, layer=params.layer, max_tokens=embedder.max_tokens,
+        overlap_tokens=params.overlap_tokens, haplotypes=params.haplotypes, tessera_version=__version__,
+    )], axis=1).sort_values("patient_id", kind="stable").reset_index(drop=True)
     write_parquet(table, out_parquet)
-    log.info("%s: %d patients embedded (%d-d, %s) -> %s", gene, len(table), dim, params.haplotypes, out_parquet)
+    log.info("%s: %d patients embedded (%d-d, %s, %d distinct haplotypes) -> %s", gene, len(table), dim,
+             params.haplotypes, len(cache), out_parquet)
     return table
 
 

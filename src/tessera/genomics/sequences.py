@@ -32,9 +32,11 @@ Each patient's variants applied, skipped (with the reason) and missing are recor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -46,7 +48,7 @@ from tessera.errors import InputError, TesseraError
 from tessera.genomics.consensus import GVCF_REF_ALTS, Haplotype, iupac_allele, reverse_complement
 from tessera.genomics.contigs import match_contig
 from tessera.genomics.genes import Region
-from tessera.uri import local_file
+from tessera.uri import download, is_s3, split_s3
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +341,30 @@ def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: P
     return records, depth < params.min_depth
 
 
+VCF_INDEXES, BAM_INDEXES = (".tbi", ".csi"), (".bai", ".csi")
+
+
+@contextlib.contextmanager
+def staged(uri: str, index_suffixes: tuple[str, ...]) -> Iterator[str]:
+    """A local path for ``uri`` and its index: the path itself, or an S3 object and its index (the first
+    of ``{uri}{suffix}`` that exists) downloaded side by side into a temporary directory."""
+    if not is_s3(uri):
+        yield uri
+        return
+    from botocore.exceptions import ClientError
+
+    with tempfile.TemporaryDirectory(prefix="tessera-stage-") as tmp:
+        local = download(uri, Path(tmp) / Path(split_s3(uri)[1]).name)
+        for suffix in index_suffixes:
+            try:
+                download(uri + suffix, Path(f"{local}{suffix}"))
+                break
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        yield str(local)
+
+
 def region_reference(reference: str, region: Region) -> str:
     """The forward-strand bases of ``region`` (case as in the FASTA)."""
     import pysam
@@ -369,20 +395,23 @@ def patient_sequences_shard(
     for vcf, group in by_vcf.items():
         samples = sorted({p["vcf_sample"] for p in group})
         try:
-            with local_file(vcf) as local:
-                records = read_vcf_records(str(local), samples, region, ref_seq)
+            with staged(vcf, VCF_INDEXES) as local:
+                records = read_vcf_records(local, samples, region, ref_seq)
             for p in group:
                 seqs = build_haplotypes(ref_seq, region, records, p["vcf_sample"], params)
                 results[p["patient_id"]] = (seqs, "", "vcf", p["vcf_sample"])
-        except TesseraError as e:
+        except Exception as e:  # one unreadable VCF must not stop the shard
+            if not isinstance(e, TesseraError):
+                log.exception("%s: reading the VCF failed", vcf)
+            reason = str(e) if isinstance(e, TesseraError) else f"unexpected {type(e).__name__}: {e}"
             for p in group:
-                results[p["patient_id"]] = (None, str(e), "vcf", p["vcf_sample"])
+                results[p["patient_id"]] = (None, reason, "vcf", p["vcf_sample"])
     for p in patients:
         if p.get("vcf") or not p.get("bam"):
             continue
         try:
-            with local_file(p["bam"]) as local, tempfile.TemporaryDirectory(prefix="tessera-bam-") as tmp:
-                records, masked = call_bam(str(local), region, reference, params.bam, Path(tmp))
+            with staged(p["bam"], BAM_INDEXES) as local, tempfile.TemporaryDirectory(prefix="tessera-bam-") as tmp:
+                records, masked = call_bam(local, region, reference, params.bam, Path(tmp))
             seqs = build_haplotypes(ref_seq, region, records, "bam", params, masked=masked)
             results[p["patient_id"]] = (seqs, "", "bam", Path(p["bam"]).name)
         except TesseraError as e:

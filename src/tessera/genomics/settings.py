@@ -42,11 +42,6 @@ def check_genomics_config(config: dict, file: str = "config") -> None:
     if max_tokens is not None and overlap >= max_tokens - 1:
         raise InputError(f"overlap_tokens {overlap} leaves no new tokens in windows of {max_tokens}", file=file,
                          field="genomics_model.overlap_tokens", fix="use overlap_tokens < max_tokens - 1")
-    if model.get("weights", "random") == "random" and "random_architecture" not in model:
-        raise InputError("weights: random needs random_architecture", file=file,
-                         field="genomics_model.random_architecture",
-                         fix="give the random model's shape, e.g. {hidden_size: 64, num_hidden_layers: 2, "
-                         "num_attention_heads: 4, intermediate_size: 128}")
 
 
 def region_spec(config: dict, name: str) -> dict:
