@@ -214,3 +214,26 @@ def test_vcf_and_bam_on_s3_are_staged_with_their_index(synthetic_case, tmp_path,
         index = patient_sequences_shard(remote, region, str(case.reference), SequenceParams(), tmp_path / "s3")
     assert index["status"].tolist() == ["ok", "failed"]
     assert (tmp_path / "s3" / "sequences.fa").read_text() == (tmp_path / "local" / "sequences.fa").read_text()
+
+
+def test_filtered_records_and_unphased_hets_are_recorded_when_not_applied(tmp_path):
+    seq = "AACCGGTTAACCGGTTAACC"
+    rows = [("chr1", 2, "C", ["T"], ".", ["1|1"]), ("chr1", 6, "T", ["A"], ".", ["0/1"])]
+    vcf = write_vcf(tmp_path / "v.vcf.gz", {"chr1": len(seq)}, ["S"], rows)
+    text = pysam.VariantFile(str(vcf))
+    header = text.header
+    header.filters.add("LowQual", None, None, "low quality")
+    with pysam.VariantFile(str(tmp_path / "f.vcf.gz"), "wz", header=header) as out:
+        for i, rec in enumerate(text):
+            if i == 0:
+                rec.filter.clear()
+                rec.filter.add("LowQual")
+            out.write(rec)
+    pysam.tabix_index(str(tmp_path / "f.vcf.gz"), preset="vcf", force=True)
+    region = Region("R", "chr1", 0, len(seq))
+    recs = read_vcf_records(str(tmp_path / "f.vcf.gz"), ["S"], region, seq)
+    out = build_haplotypes(seq, region, recs, "S", SequenceParams(apply_filtered=False, unphased_het="reference"))
+    assert out.hap1 == out.hap2 == seq
+    assert [(e["pos"], e["hap1"], e["hap2"]) for e in out.events] == [
+        (3, "skipped:filter LowQual", "skipped:filter LowQual"), (7, "skipped:unphased", "skipped:unphased")]
+    assert out.counts()["skipped"] == 2

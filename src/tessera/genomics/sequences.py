@@ -114,8 +114,8 @@ class PatientSequences:
 
 
 @dataclass(frozen=True)
-class _Record:
-    """A VCF record as the consensus needs it."""
+class VariantRecord:
+    """A VCF record as the consensus needs it, with the genotypes of the samples read."""
 
     pos: int  # 0-based
     rlen: int
@@ -153,14 +153,14 @@ def _allele_choice(gt: tuple, phased: bool, hap: int, policy: str) -> tuple[str,
     return ("missing", None) if a is None else ("allele", a)
 
 
-def _reference_only(rec: _Record) -> bool:
+def _reference_only(rec: VariantRecord) -> bool:
     """Every ALT is the reference (none, ``<*>``/``<NON_REF>``, or equal to REF): htslib's VCF_REF-only record."""
     return all(a in GVCF_REF_ALTS or a.upper() == rec.ref.upper() for a in rec.alts)
 
 
 def build_haplotypes(
-    reference: str, region: Region, records: list[_Record], sample: str, params: SequenceParams,
-    masked: np.ndarray | None = None, source_file: str = "",
+    reference: str, region: Region, records: list[VariantRecord], sample: str, params: SequenceParams,
+    masked: np.ndarray | None = None,
 ) -> PatientSequences:
     """Apply one sample's genotypes of ``records`` to ``reference`` (the region's bases, forward strand).
 
@@ -187,19 +187,21 @@ def build_haplotypes(
 
 
 def _apply_record(
-    hap: Haplotype, rec: _Record, gt: tuple, phased: bool, index: int, params: SequenceParams,
+    hap: Haplotype, rec: VariantRecord, gt: tuple, phased: bool, index: int, params: SequenceParams,
     masked_pos: np.ndarray, region: Region,
 ) -> str:
     """Apply ``rec`` to one haplotype; return what happened (``applied``, ``reference``, ``skipped:...``)."""
-    if not params.apply_filtered and rec.filters not in ("PASS", "."):
-        return f"skipped:filter {rec.filters}"
-    if len(masked_pos) and np.any((masked_pos >= rec.pos) & (masked_pos < rec.pos + rec.rlen)):
-        return "skipped:low coverage"
     kind, ialt = _allele_choice(gt, phased, index, params.unphased_het)
+    if kind == "allele" and ialt == 0:
+        return "reference"
     if kind.startswith("skipped"):
         return kind
     if kind == "no genotype":
         return "missing"
+    if not params.apply_filtered and rec.filters not in ("PASS", "."):
+        return f"skipped:filter {rec.filters}"
+    if len(masked_pos) and np.any((masked_pos >= rec.pos) & (masked_pos < rec.pos + rec.rlen)):
+        return "skipped:low coverage"
     ref, rlen, outcome = rec.ref, rec.rlen, "applied"
     if kind == "iupac":
         ialt, alt = iupac_allele(rec.alleles, {a for a in gt if a is not None})
@@ -247,7 +249,7 @@ def _check_ref(rec, region_bases: str, region: Region, vcf: str) -> None:
         )
 
 
-def read_vcf_records(vcf: str, samples: list[str], region: Region, region_bases: str) -> list[_Record]:
+def read_vcf_records(vcf: str, samples: list[str], region: Region, region_bases: str) -> list[VariantRecord]:
     """Records of ``vcf`` overlapping ``region`` with the genotypes of ``samples``; REF checked against
     ``region_bases`` (the region's reference sequence).
 
@@ -274,7 +276,7 @@ def read_vcf_records(vcf: str, samples: list[str], region: Region, region_bases:
         for rec in vf.fetch(contig, region.start, region.end):
             _check_ref(rec, region_bases, region, vcf)
             genotypes = {s: (tuple(rec.samples[s].get("GT") or ()), bool(rec.samples[s].phased)) for s in samples}
-            records.append(_Record(
+            records.append(VariantRecord(
                 rec.start, rec.rlen, rec.ref, tuple(rec.alts or ()), rec.id or ".",
                 ";".join(rec.filter.keys()) or ".", genotypes,
             ))
@@ -299,7 +301,7 @@ def _alias_fasta(reference: str, rename: dict[str, str], tmp: Path) -> str:
     return str(link)
 
 
-def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: Path) -> tuple[list[_Record], np.ndarray]:
+def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: Path) -> tuple[list[VariantRecord], np.ndarray]:
     """Variant calls over ``region`` from reads (genotypes under sample ``"bam"``) and the low-coverage mask
     (boolean over the region). ``tmp``: a scratch directory."""
     import pysam
@@ -336,7 +338,7 @@ def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: P
             if rec.qual is not None and rec.qual < params.min_qual:
                 continue
             s = rec.samples[0]
-            records.append(_Record(rec.start, rec.rlen, rec.ref, tuple(rec.alts or ()), f"call_qual={rec.qual:.0f}",
+            records.append(VariantRecord(rec.start, rec.rlen, rec.ref, tuple(rec.alts or ()), f"call_qual={rec.qual:.0f}",
                                    "PASS", {"bam": (tuple(s.get("GT") or ()), bool(s.phased))}))
     return records, depth < params.min_depth
 
