@@ -58,7 +58,7 @@ def main() -> None:
     # the anchor's input: exactly the batches the pipeline builds
     wins = [w for s in seqs for w in windows(nt.tokenizer.encode(s, add_cls=False), embedder.max_tokens, 0,
                                               nt.tokenizer.cls_id)]
-    batches = [pad_batch([wins[j] for j in b], nt.tokenizer.pad_id, device) for b in embedder._batches(wins)]
+    batches = [pad_batch([wins[j] for j in b], nt.tokenizer.pad_id, device) for b in embedder.batches(wins)]
     tokens = int(sum(m.sum() for _, m in batches))
 
     def bare() -> None:

@@ -109,7 +109,7 @@ class SequenceEmbedder:
                 wins.append(w)
         sums = np.zeros((len(unique), self.nt.hidden_size), np.float64)
         counts = np.zeros(len(unique), np.float64)
-        for batch in self._batches(wins):
+        for batch in self.batches(wins):
             pooled, count = self.forward([wins[j] for j in batch])
             for j, p, c in zip(batch, pooled, count):
                 sums[owners[j]] += p
@@ -120,7 +120,8 @@ class SequenceEmbedder:
         log.info("embedded %d sequences (%d distinct) in %d windows", len(sequences), len(unique), len(wins))
         return means[idx], n_tokens[idx], n_windows[idx]
 
-    def _batches(self, wins: list[np.ndarray]) -> list[list[int]]:
+    def batches(self, wins: list[np.ndarray]) -> list[list[int]]:
+        """Window indices grouped ``batch_size`` at a time, longest first (little padding per batch)."""
         order = sorted(range(len(wins)), key=lambda j: -len(wins[j]))
         size = self.params.batch_size
         return [order[k: k + size] for k in range(0, len(order), size)]
