@@ -15,6 +15,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/slides.smk"
 include: "rules/genomics.smk"
+include: "rules/explain.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
     input:
         "results/qc/slides.tsv",
         f"results/genomics/{NT_MODEL}/embeddings.parquet",
+        explain_targets(),
