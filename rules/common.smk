@@ -33,16 +33,19 @@ if _S3Object is not None and hasattr(_S3Object, "get_subkeys"):
     _S3Object.is_dir = _s3_is_dir_uncached
 
 # Jobs without a shared file system (profiles aws-batch and sagemaker set shared-fs-usage: none) parse
-# the sheets again and read the slides from S3: check both before anything is submitted.
+# the sheets again and read slides, VCFs and BAMs from S3: check before anything is submitted.
 if (
     workflow.is_main_process
     and SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
 ):
     check_remote_inputs(
-        PLAN.slides,
-        config["slides"],
         [config["slides"], config["clinical"], config["genomics"]],
         tracked_files(),
+        [
+            (PLAN.slides, "path", config["slides"]),
+            (PLAN.genomics, "vcf", config["genomics"]),
+            (PLAN.genomics, "bam", config["genomics"]),
+        ],
     )
 
 

@@ -177,6 +177,10 @@ def test_the_workflows_slide_stage_runs_on_sagemaker(sandbox, tmp_path, tiny_coh
     sheet = pd.read_csv(cohort / "slides.tsv", sep="\t", dtype=str, keep_default_na=False)
     sheet["path"] = [f"s3://{BUCKET}/tessera/cohort/{p}" for p in sheet["path"]]
     sheet.to_csv(cohort / "slides.tsv", sep="\t", index=False)
+    genomics = pd.read_csv(cohort / "genomics.tsv", sep="\t", dtype=str, keep_default_na=False)
+    for col in ("vcf", "bam"):
+        genomics[col] = [f"s3://{BUCKET}/tessera/cohort/{p}" if p else "" for p in genomics[col]]
+    genomics.to_csv(cohort / "genomics.tsv", sep="\t", index=False)
     subprocess.run([*git, "commit", "-qam", "cohort"], cwd=workdir, check=True)
 
     run = run_snakemake(args, workdir, env)

@@ -2,10 +2,10 @@
 
 Such a job starts in an empty directory with the workflow's git-tracked files and config files
 (Snakemake ships those to S3, each up to 10 MB) and reaches everything else through S3. Every job
-parses the workflow again, so it reads the sheets: they must be among the shipped files. Slides
-reach jobs as parameters (one job per shard, not one tracked file per slide), so the sheet must name
-them by ``s3://`` URI. Both are checked before anything is submitted; otherwise every slide of every
-shard would fail remotely, one job at a time.
+parses the workflow again, so it reads the sheets: they must be among the shipped files. Slides, VCFs
+and BAMs reach jobs as parameters (one job per shard, not one tracked file per item), so the sheets
+must name Both are checked before anything is submitted; otherwise every item of every shard would fail
+remotely, one job at a time.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ def tracked_files(root: str | os.PathLike = ".") -> set[str] | None:
     return {os.path.normpath(line) for line in out.splitlines() if line}
 
 
-def check_remote_inputs(slides: pd.DataFrame, slide_sheet: str, sheets: Iterable[str],
-                        tracked: set[str] | None) -> None:
-    """Raise :class:`InputError` unless remote jobs can read the sheets and every slide.
+def check_remote_inputs(sheets: Iterable[str], tracked: set[str] | None,
+                        job_paths: Iterable[tuple[pd.DataFrame, str, str]]) -> None:
+    """Raise :class:`InputError` unless remote jobs can read the sheets and the files they name.
 
-    ``slides``: the validated slide sheet (``path``, ``line``); ``sheets``: every sheet path of the
-    config; ``tracked``: git-tracked paths of the working directory (see :func:`tracked_files`).
+    ``sheets``: every sheet path of the config; ``tracked``: git-tracked paths of the working
+    directory (:func:`tracked_files`); ``job_paths``: ``(frame, column, sheet)`` for each sheet column
+    whose files jobs open themselves (slides, VCFs, BAMs: parameters, not Snakemake inputs), from the
+    validated frames (with their ``line`` column). Empty cells are skipped.
     """
     errors = []
     for sheet in sheets:
@@ -51,12 +53,16 @@ def check_remote_inputs(slides: pd.DataFrame, slide_sheet: str, sheets: Iterable
         elif os.path.getsize(sheet) > MAX_SHIPPED_BYTES:
             errors.append(InputError("the sheet is over 10 MB, which Snakemake does not ship to remote jobs",
                                      file=sheet, fix="split the cohort into several runs"))
-    local = slides.loc[~slides["path"].map(is_s3)]
-    for row in local.head(5).itertuples():
-        errors.append(InputError(f"'{row.path}' is not an s3:// URI; remote jobs cannot read this machine's files",
-                                 file=slide_sheet, line=int(row.line), field="path",
-                                 fix="upload the slides to S3 and name them s3://bucket/key in the sheet"))
-    if len(local) > 5:
-        errors.append(InputError(f"... and {len(local) - 5} more local slide paths", file=slide_sheet))
+    for frame, column, sheet in job_paths:
+        values = frame[column].fillna("").astype(str)
+        local = frame.loc[(values != "") & ~values.map(is_s3).astype(bool)]
+        for row in local.head(5).itertuples():
+            errors.append(InputError(
+                f"'{getattr(row, column)}' is not an s3:// URI; remote jobs cannot read this machine's files",
+                file=sheet, line=int(row.line), field=column,
+                fix="upload the files to S3 and name them s3://bucket/key in the sheet",
+            ))
+        if len(local) > 5:
+            errors.append(InputError(f"... and {len(local) - 5} more local paths", file=sheet, field=column))
     if errors:
         raise InputErrors("the cohort, for jobs without a shared file system", errors)
