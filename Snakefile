@@ -15,6 +15,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/slides.smk"
 include: "rules/pathology.smk"
+include: "rules/genomics.smk"
 include: "rules/explain.smk"
 
 
@@ -27,4 +28,5 @@ rule all:
             "results/features/{encoder}/slide_embeddings.parquet",
             encoder=PATHOLOGY_ENCODERS,
         ),
+        f"results/genomics/{NT_MODEL}/embeddings.parquet",
         explain_targets(),
