@@ -29,7 +29,7 @@ class ExtractParams:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True  # CUDA only
     tile_cache_mb: int = 64  # per worker
-    resume_dir: str = "results/features/.resume"
+    resume_dir: str = ".tessera/resume/features"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ExtractParams":

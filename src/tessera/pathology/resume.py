@@ -11,8 +11,10 @@ slide's files back into the new output when its key matches and computes only th
 
 Files are complete before they are linked (written atomically), so an interrupted slide is simply
 computed again, and no truncated file is ever visible. One key per slide is kept: storing a new one
-removes the slide's older entries; links cost no space while the outputs exist. The directory can be
-deleted at any time; with remote executors whose disks do not outlive a job it is simply empty.
+removes the slide's older entries; links cost no space while the outputs exist. The directory (default
+``.tessera/resume/features`` in the working directory, outside ``results/`` so it never lands in S3
+default storage) can be deleted at any time; with remote executors whose disks do not outlive a job it
+is simply empty.
 """
 
 from __future__ import annotations
