@@ -1,0 +1,213 @@
+"""The ``survival`` config section as objects, with the checks a JSON Schema cannot express.
+
+Parsed when the Snakefile is parsed (and again by every remote job), so this module imports nothing
+heavy (no scikit-learn, no torch) and reads no data: a bad model entry stops the run before any job
+starts, with the key and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tessera.errors import InputError
+
+MODALITIES = ("clinical", "pathology", "genomics")
+SEP = "__"  # feature columns are named {modality}__{feature}
+SURVIVAL_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "svm")
+CLASSIFIER_KINDS = ("logistic", "rf_classifier")
+TABULAR_KINDS = SURVIVAL_KINDS + CLASSIFIER_KINDS
+DEEP_KINDS = ("porpoise",)
+KINDS = TABULAR_KINDS + DEEP_KINDS
+ENCODERS = ("hipt256", "hipt4k")
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+def check_space(space: dict, where: str) -> None:
+    """Raise :class:`InputError` for a malformed search-space spec (see :mod:`tessera.survival.hpo`)."""
+    for name, spec in space.items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        ok = (kind in ("float", "int") and "low" in spec and "high" in spec and spec["low"] <= spec["high"]
+              and not (spec.get("log") and spec["low"] <= 0)) or (kind == "categorical" and spec.get("choices"))
+        if not ok:
+            raise InputError(
+                f"search space of '{name}' is invalid: {spec}", field=f"{where}.search.{name}",
+                fix="use {type: float|int, low, high[, log: true (low > 0)][, step]} or "
+                    "{type: categorical, choices: [...]}",
+            )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``survival.models``."""
+
+    name: str
+    kind: str
+    params: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    n_trials: int = 20
+    modalities: list[str] | None = None
+    pca: dict = field(default_factory=dict)
+    seed: int = 0
+    encoder: str | None = None  # porpoise: encoder whose instance embeddings form the MIL bags
+
+    @classmethod
+    def from_config(cls, entry: dict, default_seed: int = 0, default_trials: int = 20) -> "ModelSpec":
+        name = str(entry.get("name", ""))
+        where = f"survival.models[{name or '?'}]"
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise InputError(f"model name '{name}' is not valid", field=f"{where}.name",
+                             fix="use letters, digits, '_' or '-' (it names results/models/{name}/)")
+        if entry.get("kind") not in KINDS:
+            raise InputError(f"unknown model kind '{entry.get('kind')}'", field=f"{where}.kind",
+                             fix=f"use one of {', '.join(KINDS)}")
+        search = dict(entry.get("search") or {})
+        check_space(search, where)
+        return cls(name=name, kind=entry["kind"], params=dict(entry.get("params") or {}), search=search,
+                   n_trials=int(entry.get("n_trials", default_trials)), modalities=entry.get("modalities"),
+                   pca=dict(entry.get("pca") or {}), seed=int(entry.get("seed", default_seed)),
+                   encoder=entry.get("encoder"))
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind in CLASSIFIER_KINDS
+
+
+@dataclass
+class CVSettings:
+    """Config ``survival.cv``: outer folds × repeats, inner folds for tuning, folds run in parallel."""
+
+    n_splits: int = 5
+    n_repeats: int = 2
+    seed: int = 0
+    inner_splits: int = 3
+    n_jobs: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "CVSettings":
+        return cls(**dict(cfg or {}))
+
+
+@dataclass
+class HPOSettings:
+    """Config ``survival.hpo``: where studies live (resume cache, not a tracked output), time cap per study."""
+
+    storage_dir: str = "results/hpo"
+    timeout_s: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "HPOSettings":
+        return cls(**dict(cfg or {}))
+
+
+@dataclass
+class EvalSettings:
+    """Config ``survival.evaluation``."""
+
+    horizon_days: float | None = None
+    n_bootstrap: int = 200
+    grid_points: int = 20
+    grid_quantiles: tuple[float, float] = (0.1, 0.9)
+    n_risk_groups: int = 2
+    calibration_groups: int = 4
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "EvalSettings":
+        cfg = dict(cfg or {})
+        if "grid_quantiles" in cfg:
+            cfg["grid_quantiles"] = tuple(cfg["grid_quantiles"])
+        return cls(**cfg)
+
+
+@dataclass
+class PorpoiseParams:
+    """``survival.models[].params`` of kind ``porpoise`` (defaults = PORPOISE's)."""
+
+    fusion: str = "bilinear"
+    n_bins: int = 4
+    alpha: float = 0.0
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    epochs: int = 20
+    batch_size: int = 32
+    micro_batch: int = 8
+    dropout: float = 0.25
+    early_stopping: dict | None = None  # {validation_fraction: 0.2, patience: 5}
+    max_instances: int | None = None
+    device: str = "auto"
+    pca: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "PorpoiseParams":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InputError(f"unknown porpoise parameter(s) {', '.join(unknown)}", field="survival.models[].params",
+                             fix=f"use only {', '.join(sorted(known))}")
+        p = cls(**params)
+        if p.fusion not in ("bilinear", "concat"):
+            raise InputError(f"unknown fusion '{p.fusion}'", field="survival.models[].params.fusion",
+                             fix="use bilinear or concat")
+        if p.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"unknown device '{p.device}'", field="survival.models[].params.device",
+                             fix="use auto, cpu or cuda")
+        return p
+
+
+@dataclass
+class SurvivalSettings:
+    """The parsed ``survival`` section."""
+
+    cohort: dict
+    cv: CVSettings
+    hpo: HPOSettings
+    evaluation: EvalSettings
+    explain: dict
+    final_model: bool
+    models: list[ModelSpec]
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+
+def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
+    """Parse and check ``config['survival']``; raise :class:`InputError` naming the key and the fix."""
+    cohort = dict(cfg.get("cohort", {}))
+    modalities = cohort.get("modalities", ["clinical"])
+    if not modalities or any(m not in MODALITIES for m in modalities):
+        raise InputError(f"modalities {modalities} must be a non-empty subset of {list(MODALITIES)}", file=file,
+                         field="survival.cohort.modalities", fix=f"choose among {', '.join(MODALITIES)}")
+    cv = CVSettings.from_config(cfg.get("cv"))
+    if cv.inner_splits < 2 or cv.n_splits < 2:
+        raise InputError("n_splits and inner_splits must be at least 2", file=file, field="survival.cv",
+                         fix="use 2 or more outer and inner folds")
+    models, names = [], set()
+    for entry in cfg.get("models", []):
+        spec = ModelSpec.from_config(entry, default_seed=cv.seed)
+        where = f"survival.models[{spec.name}]"
+        if spec.name in names:
+            raise InputError(f"model name '{spec.name}' is used twice", file=file, field=f"{where}.name",
+                             fix="give every model its own name (it names results/models/{name}/)")
+        names.add(spec.name)
+        unknown = [m for m in (spec.modalities or []) if m not in modalities]
+        if unknown:
+            raise InputError(f"modalities {unknown} are not in survival.cohort.modalities {modalities}", file=file,
+                             field=f"{where}.modalities", fix="add them to the cohort or remove them from the model")
+        bad_pca = [m for m in spec.pca if m not in MODALITIES]
+        if bad_pca:
+            raise InputError(f"PCA for unknown modality {bad_pca}", file=file, field=f"{where}.pca",
+                             fix=f"key the PCA components by modality: {', '.join(MODALITIES)}")
+        if spec.kind in DEEP_KINDS:
+            PorpoiseParams.from_dict(spec.params)  # unknown parameters fail here, not in a job
+            if spec.encoder is not None and spec.encoder not in ENCODERS:
+                raise InputError(f"unknown encoder '{spec.encoder}'", file=file, field=f"{where}.encoder",
+                                 fix=f"use one of {', '.join(ENCODERS)} or null (no pathology bags)")
+        elif spec.encoder is not None:
+            raise InputError("only the porpoise kind reads instance embeddings", file=file, field=f"{where}.encoder",
+                             fix="remove encoder from this tabular model (it uses slide embeddings via the cohort)")
+        models.append(spec)
+    return SurvivalSettings(cohort=cohort, cv=cv, hpo=HPOSettings.from_config(cfg.get("hpo")),
+                            evaluation=EvalSettings.from_config(cfg.get("evaluation")),
+                            explain=dict(cfg.get("explain", {})), final_model=bool(cfg.get("final_model", True)),
+                            models=models)
