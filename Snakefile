@@ -14,9 +14,11 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/slides.smk"
+include: "rules/survival.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/qc/slides.tsv",
+        SURVIVAL_TARGETS,

@@ -204,3 +204,34 @@ def summarise(metrics_files: list[str | os.PathLike], out_tsv: str | os.PathLike
     if out_png is not None and len(table):
         plots.summary(table, out_png)
     return table
+
+
+def run_model_job(model: dict, survival: dict, table: str | os.PathLike, out_dir: str | os.PathLike, *,
+                  threads: int = 1, feature_index: str | os.PathLike | None = None,
+                  qc: str | os.PathLike | None = None, workdir: str | os.PathLike = ".") -> dict:
+    """The workflow job of one model: ``model`` is its ``survival.models`` entry, ``survival`` the whole section.
+
+    The deep model reads its instance bags through ``feature_index`` (and ``qc``) when it has an
+    encoder, and computes on ``params.device`` (``auto``: a locked GPU if there is one, else CPU).
+    """
+    from tessera.survival.data import load_cohort_table
+    from tessera.survival.settings import parse_survival_config
+
+    settings = parse_survival_config({**survival, "models": [model]})
+    spec = settings.models[0]
+    bags = device = None
+    if spec.kind == "porpoise":
+        import torch
+
+        from tessera.devices import torch_device
+        from tessera.survival.bags import BagStore
+        from tessera.survival.settings import PorpoiseParams
+
+        torch.set_num_threads(max(1, threads))
+        device = torch_device(PorpoiseParams.from_dict(spec.params).device)
+        log.info("%s computes on %s with %d CPU thread(s)", spec.name, device, threads)
+        if spec.encoder is not None:
+            bags = BagStore(feature_index, qc, workdir=workdir)
+    return run_model(spec, load_cohort_table(table), out_dir, settings.cv, settings.evaluation, settings.hpo,
+                     threads=threads, bags=bags, device=device, explain=settings.explain,
+                     final_model=settings.final_model)

@@ -211,3 +211,32 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
                             evaluation=EvalSettings.from_config(cfg.get("evaluation")),
                             explain=dict(cfg.get("explain", {})), final_model=bool(cfg.get("final_model", True)),
                             models=models)
+
+
+# ------------------------------------------------------------------ workflow inputs (rules/survival.smk)
+def cohort_inputs(config: dict) -> dict[str, str]:
+    """Input files of the cohort-table job: the sheets, plus the chosen modalities' upstream tables."""
+    cohort = config.get("survival", {}).get("cohort", {})
+    modalities = cohort.get("modalities", ["clinical"])
+    inputs = {"clinical": config["clinical"], "slides": config["slides"], "genomics": config["genomics"]}
+    if "pathology" in modalities:
+        inputs["qc"] = "results/qc/slides.tsv"
+        inputs["slide_embeddings"] = f"results/features/{cohort.get('pathology_encoder', 'hipt256')}/slide_embeddings.parquet"
+    if "genomics" in modalities:
+        inputs["genomic_embeddings"] = f"results/genomics/{cohort.get('genomics_model', 'nt')}/embeddings.parquet"
+    return inputs
+
+
+def model_inputs(settings: SurvivalSettings, name: str) -> dict[str, str]:
+    """Input files of a model job: the cohort table, and the MIL bags' feature index for a deep model."""
+    inputs = {"table": "results/cohort/table.parquet"}
+    encoder = settings.model(name).encoder
+    if encoder is not None:
+        inputs["feature_index"] = f"results/features/{encoder}/index.tsv"
+        inputs["qc"] = "results/qc/slides.tsv"
+    return inputs
+
+
+def name_constraint(names: list[str]) -> str:
+    """Wildcard constraint matching exactly these model names (never matching when there are none)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
