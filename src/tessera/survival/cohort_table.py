@@ -173,13 +173,18 @@ def build_cohort_table(clinical_tsv: str | os.PathLike, *, modalities: list[str]
                              fix="run the genomics stage or remove genomics from the modalities")
         blocks["genomics"], reasons["genomics"] = patient_genomics(genomic_embeddings, genomics)
 
+    fallback = {  # the reason when a patient is absent from the upstream stage's sheet altogether
+        "clinical": "no clinical covariates",
+        "pathology": "no slide in the slide sheet" if slides is not None else "no pathology embedding",
+        "genomics": "no VCF or BAM in the genomics sheet" if genomics is not None else "no genomic embedding",
+    }
     patients = base.index
     has = {m: patients.isin(b.index[b.notna().any(axis=1)]) for m, b in blocks.items()}
     excluded = []
     keep = np.zeros(len(patients), bool)
     for i, p in enumerate(patients):
         absent = [m for m in modalities if not has[m][i]]
-        why = {m: reasons[m].get(p, f"no {m} data for this patient") for m in absent}
+        why = {m: reasons[m].get(p, fallback[m]) for m in absent}
         if len(absent) == len(modalities):
             excluded += [{"patient_id": p, "modality": m, "reason": f"no data in any chosen modality; {m}: {why[m]}"}
                          for m in absent]
