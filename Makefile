@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo
 SEED   ?= 7
 
-.PHONY: demo test install lint clean-demo
+.PHONY: demo test install lint clean-demo browser
 
 # Create the virtual environment and install tessera with the pinned versions.
 # torch is installed first and alone so that it resolves to the CPU build (see README for CUDA).
@@ -24,8 +24,20 @@ demo: $(STAMP)
 	$(BIN)/tessera demo $(DEMO) --seed $(SEED)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local
 
-test: $(STAMP)
+test: $(STAMP) browser
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# The explain report's test drives a real headless browser (Debian's chromium): install it when it is
+# missing and we may (root with apt-get); otherwise say loudly that the browser test will be skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the report browser test (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "WARNING: chromium is missing and cannot be installed here (needs root and apt-get):" \
+	         "the explain report browser test will be SKIPPED" >&2; \
+	  fi; }
 
 lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules

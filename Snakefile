@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/slides.smk"
+include: "rules/explain.smk"
 include: "rules/survival.smk"
 
 
@@ -21,4 +22,5 @@ rule all:
     default_target: True
     input:
         "results/qc/slides.tsv",
+        explain_targets(),
         SURVIVAL_TARGETS,

@@ -1,11 +1,13 @@
 # Survival stage: the cohort table (chosen modalities, missing-modality policy), one job per
-# configured model (tabular models on CPU; the multimodal model as a GPU job that falls back to
-# CPU), and a summary comparing them. Each model's config entry is passed as params, so changing
-# one model's settings reruns that model only.
+# configured model, and a summary comparing them. Rule families by what a model predicts: tabular
+# models with survival functions, ranking/classification models, and the multimodal deep model (a GPU
+# job that falls back to CPU). Each model's config entry is passed as params, so changing one model's
+# settings reruns that model only.
 
 from tessera.survival.settings import (
-    DEEP_KINDS,
     cohort_inputs,
+    family_models,
+    family_outputs,
     model_inputs,
     name_constraint,
     parse_survival_config,
@@ -17,8 +19,6 @@ SURVIVAL = parse_survival_config(
 )
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
 SURVIVAL_SHARED = {k: v for k, v in config.get("survival", {}).items() if k != "models"}
-SURVIVAL_DEEP = [m.name for m in SURVIVAL.models if m.kind in DEEP_KINDS]
-SURVIVAL_TABULAR = [m.name for m in SURVIVAL.models if m.kind not in DEEP_KINDS]
 SURVIVAL_TARGETS = ["results/models/summary.tsv"] if SURVIVAL.models else []
 
 
@@ -45,13 +45,37 @@ rule survival_tabular:
     input:
         unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
     output:
-        directory("results/models/{model}"),
+        family_outputs("survival_tabular"),
     log:
         "logs/survival/{model}.log",
     benchmark:
         "logs/benchmarks/survival/{model}.tsv"
     wildcard_constraints:
-        model=name_constraint(SURVIVAL_TABULAR),
+        model=name_constraint(family_models(SURVIVAL, "survival_tabular")),
+    conda:
+        "../envs/survival.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        model=lambda wc: SURVIVAL_ENTRIES[wc.model],
+        survival=SURVIVAL_SHARED,
+    script:
+        "../scripts/survival_model.py"
+
+
+rule survival_ranking:
+    input:
+        unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
+    output:
+        family_outputs("survival_ranking"),
+    log:
+        "logs/survival/{model}.log",
+    benchmark:
+        "logs/benchmarks/survival/{model}.tsv"
+    wildcard_constraints:
+        model=name_constraint(family_models(SURVIVAL, "survival_ranking")),
     conda:
         "../envs/survival.yaml"
     threads: 2
@@ -69,13 +93,13 @@ rule survival_deep:
     input:
         unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
     output:
-        directory("results/models/{model}"),
+        family_outputs("survival_deep"),
     log:
         "logs/survival/{model}.log",
     benchmark:
         "logs/benchmarks/survival/{model}.tsv"
     wildcard_constraints:
-        model=name_constraint(SURVIVAL_DEEP),
+        model=name_constraint(family_models(SURVIVAL, "survival_deep")),
     conda:
         "../envs/survival.yaml"
     threads: 2
@@ -92,7 +116,7 @@ rule survival_deep:
 
 rule survival_summary:
     input:
-        expand("results/models/{model}", model=SURVIVAL_ENTRIES),
+        expand("results/models/{model}/metrics.json", model=SURVIVAL_ENTRIES),
     output:
         tsv="results/models/summary.tsv",
         png="results/models/summary.png",

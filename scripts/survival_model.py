@@ -1,4 +1,6 @@
-"""Adapter for rules survival_tabular and survival_deep: one model → results/models/{model}/."""
+"""Adapter for rules survival_tabular, survival_ranking and survival_deep: one model → results/models/{model}/."""
+
+from pathlib import Path
 
 from tessera.runlog import log_to
 from tessera.survival.run import run_model_job
@@ -8,7 +10,7 @@ with log_to(snakemake.log[0]):
         snakemake.params.model,
         snakemake.params.survival,
         snakemake.input.table,
-        snakemake.output[0],
+        Path(snakemake.output[0]).parent,
         threads=snakemake.threads,
         feature_index=getattr(snakemake.input, "feature_index", None),
         qc=getattr(snakemake.input, "qc", None),

@@ -26,3 +26,10 @@ def check_config(config: dict, file: str = "config") -> None:
             f"mask_mpp {mask_mpp} µm/px is too coarse for {patch_um:g} µm patches", file=file,
             field="patching.tissue.mask_mpp", fix=f"use at most {patch_um / 4:g} µm/px (4 mask pixels per patch)",
         )
+    e = config.get("explain", {})
+    if e.get("pseudonymise") and len(e.get("pseudonym_salt", "")) < 16:
+        raise InputError(
+            "explain.pseudonymise is on but explain.pseudonym_salt is missing or shorter than 16 characters",
+            file=file, field="explain.pseudonym_salt",
+            fix="set a long random secret per cohort, e.g. python -c \"import secrets; print(secrets.token_hex(32))\"",
+        )

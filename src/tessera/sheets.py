@@ -40,7 +40,7 @@ def read_tsv(path: str | os.PathLike, required: tuple[str, ...], what: str) -> p
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise InputError(
-            f"malformed {what}: {e}",
+            f"malformed {what}: {str(e).strip()}",
             file=str(path),
             fix="every line must have the same number of tab-separated fields as the header",
         ) from e

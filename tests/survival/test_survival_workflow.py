@@ -17,7 +17,7 @@ from survival_fabricate import ENCODER, GENOMIC_MODEL, fabricate_cohort
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SURVIVAL_RULES = ["survival_cohort", "survival_tabular", "survival_deep", "survival_summary"]
+SURVIVAL_RULES = ["survival_cohort", "survival_tabular", "survival_ranking", "survival_deep", "survival_summary"]
 
 pytestmark = pytest.mark.workflow
 
@@ -45,6 +45,7 @@ MODELS = [
     {"name": "coxnet", "kind": "coxnet", "params": {"l1_ratio": 0.5},
      "search": {"alpha": {"type": "float", "low": 0.005, "high": 1.0, "log": True}}, "n_trials": 3},
     {"name": "gbsa", "kind": "gbsa", "params": {"n_estimators": 20, "max_depth": 2}},
+    {"name": "svm", "kind": "svm"},
     {"name": "deep", "kind": "porpoise", "encoder": ENCODER, "modalities": ["clinical", "genomics"],
      "params": {"epochs": 3, "lr": 0.001, "max_instances": 16, "device": "auto"}},
 ]
@@ -60,7 +61,7 @@ def test_survival_stage_on_fabricated_upstream_outputs(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
     summary = pd.read_csv(tmp_path / "results" / "models" / "summary.tsv", sep="\t").set_index("model")
-    assert list(summary.index) == ["coxnet", "gbsa", "deep"]
+    assert list(summary.index) == ["coxnet", "gbsa", "svm", "deep"]
     coxnet = json.loads((tmp_path / "results" / "models" / "coxnet" / "metrics.json").read_text())
     assert summary.loc["coxnet", "c_harrell"] == pytest.approx(coxnet["pooled"]["c_harrell"]["mean"])
     assert (summary.loc[["coxnet", "gbsa"], "c_harrell_lower"] > 0.5).all()  # the planted signal is found
@@ -77,9 +78,10 @@ def test_survival_stage_on_fabricated_upstream_outputs(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     dry = _snakemake(tmp_path, "-n", "--allowed-rules", *SURVIVAL_RULES, "--", "results/models/summary.tsv")
     assert dry.returncode == 0, dry.stderr[-2000:]
-    outputs = {line.strip().removeprefix("output:").strip() for line in dry.stdout.splitlines()
-               if line.strip().startswith("output:")}
-    assert outputs == {"results/models/gbsa", "results/models/summary.tsv, results/models/summary.png"}
+    lines = [line.strip() for line in dry.stdout.splitlines()]
+    rules = {line.removeprefix("rule ").rstrip(":") for line in lines if line.startswith("rule ")}
+    models = {line.removeprefix("wildcards: model=") for line in lines if line.startswith("wildcards: model=")}
+    assert rules == {"survival_tabular", "survival_summary"} and models == {"gbsa"}
 
 
 def test_bad_model_config_stops_before_any_job(tmp_path):

@@ -239,6 +239,6 @@ def write_bam(
                     read.set_tag("RG", sample)
                     out.write(read)
                     n += 1
-    pysam.sort("-o", str(path), str(unsorted))
+    pysam.sort("--no-PG", "-o", str(path), str(unsorted))  # no @PG line: it would hold this run's paths
     unsorted.unlink()
     pysam.index(str(path))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -62,11 +61,7 @@ def _read_downsampled(slide: Slide, downsample: float, prefer_coarser: bool) -> 
     down with area averaging.
     """
     pyr = slide.pyramid
-    if prefer_coarser:
-        distance = [abs(math.log(d / downsample)) for d in pyr.downsamples]
-        level = min(range(len(distance)), key=lambda i: (round(distance[i], 6), -pyr.downsamples[i]))
-    else:
-        level = pyr.level_for_downsample(downsample)
+    level = pyr.nearest_level(downsample) if prefer_coarser else pyr.level_for_downsample(downsample)
     image = slide.read_level(level)
     lw, lh = pyr.dimensions[level]
     if pyr.downsamples[level] < downsample / 1.25:

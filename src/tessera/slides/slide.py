@@ -52,6 +52,14 @@ class Pyramid:
         fits = [i for i, d in enumerate(self.downsamples) if d <= downsample * 1.01]
         return max(fits, key=lambda i: self.downsamples[i]) if fits else 0
 
+    def nearest_level(self, downsample: float) -> int:
+        """The level nearest to ``downsample`` in log scale; ties (within 1 %) go to the coarser, cheaper level.
+
+        Real pyramids have inexact downsamples (64.01 for a 100,000-px slide), hence the tolerance.
+        """
+        distance = [round(abs(math.log(d / downsample)), 2) for d in self.downsamples]
+        return min(range(len(distance)), key=lambda i: (distance[i], -self.downsamples[i]))
+
 
 def _mpp_from_properties(props: dict[str, str]) -> float | None:
     x, y = props.get(openslide.PROPERTY_NAME_MPP_X), props.get(openslide.PROPERTY_NAME_MPP_Y)

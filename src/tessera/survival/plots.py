@@ -93,3 +93,11 @@ def summary(table: pd.DataFrame, path: str | os.PathLike) -> None:
     ax.set(xlabel="out-of-fold C-index (95 % bootstrap CI)", xlim=(0.2, 1.0))
     ax.legend(frameon=False, fontsize=8)
     _save(fig, path)
+
+
+def not_available(title: str, reason: str, path: str | os.PathLike) -> None:
+    """A figure that says why there is nothing to plot (the workflow's file set stays fixed)."""
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{title}\n\nnot available: {reason}", ha="center", va="center", wrap=True)
+    _save(fig, path)

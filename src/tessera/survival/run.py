@@ -1,18 +1,21 @@
 """The survival stage's jobs: one model → ``results/models/{model}/``; all models → ``summary.tsv``.
 
-Files of a model directory:
+Files of a model directory (the set depends only on the model's kind:
+:func:`tessera.survival.settings.model_files`; a curve that does not apply to a run, e.g. calibration
+with a horizon beyond follow-up, is a header-only table and a figure saying why):
 
 ==========================  ============================================================================
 ``metrics.json``            settings, pooled and per-fold metrics with bootstrap CIs, log-rank, calibration
 ``oof_predictions.tsv``     patient_id, fold, repeat, risk, time, event, risk_group (1 = lowest risk)
-``oof_survival.tsv``        predicted survival at the evaluation times (models with survival functions)
-``td_auc.tsv``, ``brier.tsv``, ``calibration.tsv``   the curves behind the plots
-``km_risk_groups.png``, ``td_auc.png``, ``brier.png``, ``calibration.png``, ``training.png`` (deep model)
-``attention.parquet``       deep model: attention per instance with slide and coordinates (first repeat)
-``attributions.tsv``        deep model: Integrated Gradients per patient and tabular input (first repeat)
-``attribution_summary.tsv`` the same, summarised per input
-``model.joblib`` / ``model.safetensors``   the final model fitted on all patients (see ``MODEL.md``)
+``km_risk_groups.png``      Kaplan–Meier curves of the out-of-fold risk groups with the log-rank p
+``td_auc.tsv``/``.png``     time-dependent AUC on the guarded grid
+``MODEL.md``, ``model.joblib`` / ``model.safetensors``   the final model fitted on all patients
 ``timings.json``            wall time per fold (varies between runs; everything else is deterministic)
+with a survival function:   ``oof_survival.tsv`` (S at the evaluation times), ``brier.tsv``/``.png``,
+                            ``calibration.tsv``/``.png``
+multimodal model:           ``attention.parquet`` (per instance, with slide and level-0 coordinates),
+                            ``attributions.tsv`` and ``attribution_summary.tsv`` (Integrated Gradients of
+                            the tabular inputs), ``training.png`` (first repeat explained)
 ==========================  ============================================================================
 """
 
@@ -34,7 +37,14 @@ from tessera.survival import plots
 from tessera.survival.data import SurvivalData
 from tessera.survival.evaluation import evaluate, oof_table
 from tessera.survival.experiment import fit_final, run_cv
-from tessera.survival.settings import CVSettings, EvalSettings, HPOSettings, ModelSpec
+from tessera.survival.settings import (
+    SURVIVAL_FUNCTION_KINDS,
+    CVSettings,
+    EvalSettings,
+    HPOSettings,
+    ModelSpec,
+    model_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,10 @@ Fitted on all {n} patients of the cohort table with parameters {params}.
 Cross-validated performance is in `metrics.json`; this file is for applying the model to new patients.
 
 {how}
+"""
+MODEL_NOTE_NONE = """# Final model of `{name}`
+
+Not fitted in this run (final_model=False): only cross-validated results are here.
 """
 JOBLIB_HOW = """`model.joblib` holds a dict (kind, params, pca, horizon, columns, pipeline): the scikit-learn
 pipeline (imputation, scaling, PCA, estimator). joblib files are pickles: load them only if this
@@ -55,9 +69,20 @@ SAFETENSORS_HOW = """`model.safetensors` holds the network weights (`net.*`), th
 safetensors files hold tensors only: nothing is executed when they are loaded."""
 
 
+ATTENTION_COLUMNS = {"patient_id": "str", "repeat": "int64", "fold": "int64", "slide_id": "str", "instance": "int64",
+                     "x": "int64", "y": "int64", "size_level0": "int64", "attention": "float32"}
+ATTRIBUTION_COLUMNS = ["patient_id", "repeat", "fold", "feature", "value", "attribution"]
+
+
 def _write_tsv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
+
+
+def _not_available(out: Path, stem: str, title: str, reason: str, columns: list[str]) -> None:
+    """Header-only table and an explanatory figure for a curve that does not apply to this run."""
+    _write_tsv(pd.DataFrame(columns=columns), out / f"{stem}.tsv")
+    plots.not_available(title, reason, out / f"{stem}.png")
 
 
 def _versions() -> dict:
@@ -101,32 +126,46 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
 
     p_first = metrics["logrank"]["per_repeat"][0]["p"]
     plots.km_groups(curves["km"], p_first, f"{title}: out-of-fold risk groups (repeat 0)", out / "km_risk_groups.png")
+    no_grid = "no evaluation time inside the guarded follow-up"
     if curves["td_auc"] is not None:
         _write_tsv(pd.DataFrame(curves["td_auc"]), out / "td_auc.tsv")
         plots.td_auc(curves["td_auc"], title, out / "td_auc.png")
-    if curves["brier"] is not None:
-        _write_tsv(pd.DataFrame(curves["brier"]), out / "brier.tsv")
-        plots.brier(curves["brier"], title, out / "brier.png")
-    if curves["calibration"] is not None:
-        _write_tsv(pd.DataFrame(curves["calibration"]), out / "calibration.tsv")
-        plots.calibration(curves["calibration"], run.frame.horizon, title, out / "calibration.png")
-    histories = [(f"r{r.fold.repeat} f{r.fold.fold}", r.history) for r in run.results if r.history]
-    if histories:
-        plots.training(histories, title, out / "training.png")
+    else:
+        _not_available(out, "td_auc", title, no_grid, ["time", "auc"])
+    if spec.kind in SURVIVAL_FUNCTION_KINDS:
+        if curves["brier"] is not None:
+            _write_tsv(pd.DataFrame(curves["brier"]), out / "brier.tsv")
+            plots.brier(curves["brier"], title, out / "brier.png")
+        else:
+            _not_available(out, "brier", title, "fewer than 2 evaluation times inside the guarded follow-up",
+                           ["time", "brier"])
+        if curves["calibration"] is not None:
+            _write_tsv(pd.DataFrame(curves["calibration"]), out / "calibration.tsv")
+            plots.calibration(curves["calibration"], run.frame.horizon, title, out / "calibration.png")
+        else:
+            _not_available(out, "calibration", title, f"horizon {run.frame.horizon:g} d beyond the guarded follow-up",
+                           ["group", "n", "predicted", "observed", "observed_lower", "observed_upper"])
 
-    if explainer is not None:
+    if spec.kind == "porpoise":
+        histories = [(f"r{r.fold.repeat} f{r.fold.fold}", r.history) for r in run.results if r.history]
+        plots.training(histories, title, out / "training.png")
         attention = E.collect(run.results, "attention")
-        if len(attention):
-            with atomic_path(out / "attention.parquet") as tmp:
-                attention.to_parquet(tmp, index=False)
+        if attention.empty:
+            attention = pd.DataFrame({c: pd.Series(dtype=t) for c, t in ATTENTION_COLUMNS.items()})
+        with atomic_path(out / "attention.parquet") as tmp:
+            attention.to_parquet(tmp, index=False)
         attributions = E.collect(run.results, "attributions")
+        _write_tsv(attributions if len(attributions) else pd.DataFrame(columns=ATTRIBUTION_COLUMNS),
+                   out / "attributions.tsv")
+        _write_tsv(E.attribution_summary(attributions) if len(attributions) else
+                   pd.DataFrame(columns=["feature", "modality", "mean_abs_attribution", "mean_attribution",
+                                         "value_attribution_corr"]), out / "attribution_summary.tsv")
         if len(attributions):
-            _write_tsv(attributions, out / "attributions.tsv")
-            _write_tsv(E.attribution_summary(attributions), out / "attribution_summary.tsv")
             metrics["ig_max_completeness_error"] = max(
                 r.extras["ig_max_completeness_error"] for r in run.results if r.extras and "attributions" in r.extras)
 
     final = None
+    write_text(out / "MODEL.md", MODEL_NOTE_NONE.format(name=spec.name))
     if final_model:
         learner, params, summary = fit_final(spec, data, cv, ev, hpo, threads=threads, bags=bags, device=device)
         if spec.kind == "porpoise":
@@ -155,6 +194,10 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
         "total_seconds": round(time.perf_counter() - start, 3),
         "folds": [{"repeat": r.fold.repeat, "fold": r.fold.fold, "seconds": round(r.seconds, 3)} for r in run.results],
     }, indent=2) + "\n")
+    expected = [f for f in model_files(spec.kind) if final_model or not f.startswith("model.")]
+    missing = [f for f in expected if not (out / f).is_file()]
+    if missing:
+        raise RuntimeError(f"{spec.name}: files not written: {', '.join(missing)}")
     pooled = metrics["pooled"]["c_harrell"]
     log.info("%s: pooled out-of-fold Harrell C %.3f (95%% CI %s)", spec.name, pooled["mean"], pooled["ci95"])
     return record
@@ -233,5 +276,4 @@ def run_model_job(model: dict, survival: dict, table: str | os.PathLike, out_dir
         if spec.encoder is not None:
             bags = BagStore(feature_index, qc, workdir=workdir)
     return run_model(spec, load_cohort_table(table), out_dir, settings.cv, settings.evaluation, settings.hpo,
-                     threads=threads, bags=bags, device=device, explain=settings.explain,
-                     final_model=settings.final_model)
+                     threads=threads, bags=bags, device=device, explain=settings.explain)

@@ -20,6 +20,32 @@ TABULAR_KINDS = SURVIVAL_KINDS + CLASSIFIER_KINDS
 DEEP_KINDS = ("porpoise",)
 KINDS = TABULAR_KINDS + DEEP_KINDS
 ENCODERS = ("hipt256", "hipt4k")
+SURVIVAL_FUNCTION_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "porpoise")  # predict S(t), not only a risk
+
+#: Files of results/models/{model}/ by what the model can do (see tessera.survival.run). A file
+#: that does not apply to one run (e.g. calibration with a horizon beyond follow-up) holds a note.
+COMMON_FILES = ("metrics.json", "oof_predictions.tsv", "timings.json", "km_risk_groups.png", "td_auc.tsv",
+                "td_auc.png", "MODEL.md")
+SURVIVAL_FUNCTION_FILES = ("oof_survival.tsv", "brier.tsv", "brier.png", "calibration.tsv", "calibration.png")
+DEEP_FILES = ("attention.parquet", "attributions.tsv", "attribution_summary.tsv", "training.png")
+#: Rule families of rules/survival.smk: each has one fixed set of output files.
+FAMILIES = {
+    "survival_tabular": ("cox_ridge", "coxnet", "rsf", "gbsa"),
+    "survival_ranking": ("svm", "logistic", "rf_classifier"),
+    "survival_deep": DEEP_KINDS,
+}
+
+
+def model_files(kind: str) -> list[str]:
+    """File names a model of ``kind`` writes into ``results/models/{model}/``."""
+    files = list(COMMON_FILES)
+    if kind in SURVIVAL_FUNCTION_KINDS:
+        files += SURVIVAL_FUNCTION_FILES
+    if kind in DEEP_KINDS:
+        files += [*DEEP_FILES, "model.safetensors"]
+    else:
+        files.append("model.joblib")
+    return files
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
@@ -164,7 +190,6 @@ class SurvivalSettings:
     hpo: HPOSettings
     evaluation: EvalSettings
     explain: dict
-    final_model: bool
     models: list[ModelSpec]
 
     def model(self, name: str) -> ModelSpec:
@@ -209,8 +234,7 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
         models.append(spec)
     return SurvivalSettings(cohort=cohort, cv=cv, hpo=HPOSettings.from_config(cfg.get("hpo")),
                             evaluation=EvalSettings.from_config(cfg.get("evaluation")),
-                            explain=dict(cfg.get("explain", {})), final_model=bool(cfg.get("final_model", True)),
-                            models=models)
+                            explain=dict(cfg.get("explain", {})), models=models)
 
 
 # ------------------------------------------------------------------ workflow inputs (rules/survival.smk)
@@ -235,6 +259,16 @@ def model_inputs(settings: SurvivalSettings, name: str) -> dict[str, str]:
         inputs["feature_index"] = f"results/features/{encoder}/index.tsv"
         inputs["qc"] = "results/qc/slides.tsv"
     return inputs
+
+
+def family_models(settings: SurvivalSettings, family: str) -> list[str]:
+    """Names of the configured models a rule family runs."""
+    return [m.name for m in settings.models if m.kind in FAMILIES[family]]
+
+
+def family_outputs(family: str) -> list[str]:
+    """Output paths (with the ``{model}`` wildcard) of a rule family."""
+    return [f"results/models/{{model}}/{f}" for f in model_files(FAMILIES[family][0])]
 
 
 def name_constraint(names: list[str]) -> str:

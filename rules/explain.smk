@@ -1,0 +1,110 @@
+# Explain stage (GUIDE §4, cluster explanations): which tissue patterns drive the model's risk.
+# Per feature shard a seeded sample of patch embeddings; k-means centroids on the pooled sample; per
+# shard every patch assigned to its nearest centroid (plus gallery patches read from the slides); then
+# the cohort report: prevalence, association with the out-of-fold risk, galleries, cluster maps.
+# Memory of every job is bounded by the sample or by one slide, never by the cohort.
+
+EXPLAIN = config["explain"]
+
+
+rule explain_sample:
+    input:
+        "results/features/{encoder}/shard-{shard}",
+    output:
+        "results/explain/{encoder}/sample/shard-{shard}.h5",
+    log:
+        "logs/explain/{encoder}/sample/shard-{shard}.log",
+    benchmark:
+        "logs/benchmarks/explain/{encoder}/sample/shard-{shard}.tsv"
+    conda:
+        "../envs/explain.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        per_slide_cap=EXPLAIN["per_slide_cap"],
+        seed=EXPLAIN["seed"],
+    script:
+        "../scripts/explain_sample.py"
+
+
+rule explain_fit:
+    input:
+        shard_dirs(
+            "results/explain/{{encoder}}/sample/shard-{shard}.h5", PLAN.slide_shards
+        ),
+    output:
+        "results/explain/{encoder}/centroids.h5",
+    log:
+        "logs/explain/{encoder}/fit.log",
+    benchmark:
+        "logs/benchmarks/explain/{encoder}/fit.tsv"
+    conda:
+        "../envs/explain.yaml"
+    threads: 4
+    resources:
+        # the pooled sample (max_sample x 384 float32) about three times over
+        mem_mb=lambda wc: 2000 + 3 * EXPLAIN["max_sample"] * 384 * 4 // 2**20,
+        runtime=120,
+    params:
+        k=EXPLAIN["k"],
+        seed=EXPLAIN["seed"],
+        max_sample=EXPLAIN["max_sample"],
+    script:
+        "../scripts/explain_fit.py"
+
+
+rule explain_assign:
+    input:
+        features="results/features/{encoder}/shard-{shard}",
+        centroids="results/explain/{encoder}/centroids.h5",
+    output:
+        directory("results/explain/{encoder}/assign/shard-{shard}"),
+    log:
+        "logs/explain/{encoder}/assign/shard-{shard}.log",
+    benchmark:
+        "logs/benchmarks/explain/{encoder}/assign/shard-{shard}.tsv"
+    conda:
+        "../envs/explain.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    params:
+        slides=lambda wc: PLAN.slides_by_shard[wc.shard],
+        gallery_size=EXPLAIN["gallery_size"],
+        gallery_px=EXPLAIN["gallery_px"],
+    script:
+        "../scripts/explain_assign.py"
+
+
+rule explain_report:
+    input:
+        assign=shard_dirs(
+            "results/explain/{{encoder}}/assign/shard-{shard}", PLAN.slide_shards
+        ),
+        centroids="results/explain/{encoder}/centroids.h5",
+        oof=f"results/models/{EXPLAIN['model']}/oof_predictions.tsv",
+        clinical=config["clinical"],
+        slides=config["slides"],
+    output:
+        report="results/explain/{encoder}/report.html",
+        clusters="results/explain/{encoder}/clusters.tsv",
+        fractions="results/explain/{encoder}/patient_fractions.tsv",
+        patients="results/explain/{encoder}/patients.tsv",
+        variance="results/explain/{encoder}/variance_explained.tsv",
+        gallery="results/explain/{encoder}/gallery.tsv",
+    log:
+        "logs/explain/{encoder}/report.log",
+    benchmark:
+        "logs/benchmarks/explain/{encoder}/report.tsv"
+    conda:
+        "../envs/explain.yaml"
+    resources:
+        # per-slide cluster counts of the whole cohort (~10 M rows at 200,000 slides)
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=EXPLAIN,
+    script:
+        "../scripts/explain_report.py"

@@ -1,0 +1,10 @@
+"""Adapter for rule explain_fit: MiniBatchKMeans centroids on the pooled per-shard samples."""
+
+from threadpoolctl import threadpool_limits
+
+from tessera.explain.clusters import fit_centroids
+from tessera.runlog import log_to
+
+with log_to(snakemake.log[0]), threadpool_limits(snakemake.threads):
+    p = snakemake.params
+    fit_centroids(list(snakemake.input), snakemake.output[0], p.k, p.seed, p.max_sample)

@@ -1,0 +1,11 @@
+"""Adapter for rule explain_report: prevalence, association, galleries and maps → report.html + TSVs."""
+
+from pathlib import Path
+
+from tessera.explain.report import ExplainSettings, build_report
+from tessera.runlog import log_to
+
+with log_to(snakemake.log[0]):
+    i = snakemake.input
+    build_report(list(i.assign), i.centroids, i.oof, i.clinical, i.slides, Path(snakemake.output.report).parent,
+                 ExplainSettings.from_config(snakemake.params.settings))

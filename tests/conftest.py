@@ -1,0 +1,57 @@
+"""Shared fixtures: the real CMU slide, small demo cohorts, and a runner for the workflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CMU_SLIDE = REPO / "src" / "tessera" / "demo" / "data" / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="session")
+def cmu_slide() -> Path:
+    return CMU_SLIDE
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A 6-patient demo cohort (7 slides incl. the CMU slide, VCF, a BAM, clinical table). Read-only."""
+    from tessera.demo import make_demo_cohort
+
+    return make_demo_cohort(tmp_path_factory.mktemp("tiny-cohort"), seed=3, n_patients=6)
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    """The workflow's snakemake, run from the repository's virtual environment."""
+    return [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"), *args]
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` (with the repo's config dir available); return the finished process."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        snakemake_cmd("--directory", str(workdir), *args), capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
+    """Write a config file for ``cohort`` into ``workdir`` (repo defaults plus ``overrides``); return it."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(
+        slides=str(cohort / "slides.tsv"), clinical=str(cohort / "clinical.tsv"), genomics=str(cohort / "genomics.tsv"),
+        reference=str(cohort / "reference.fa"), annotation=str(cohort / "genes.gtf"), n_shards=3,
+    )
+    config.update(overrides)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -1,0 +1,148 @@
+"""The explain stage through Snakemake, its report in a real browser, and the demo's known answer."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cdp import find_chromium, inspect_page
+from conftest import REPO, cohort_config, run_snakemake
+from explain_fakes import write_features_from_slides, write_oof
+from tessera.demo import make_demo_cohort
+
+pytestmark = pytest.mark.workflow
+
+ARTIFACTS = REPO / "tests" / "artifacts"
+K = 6
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule → job count from the 'Job stats' table of a dry run."""
+    table = proc.stdout.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    """A 12-patient demo cohort through the slide stage, features and out-of-fold risks fabricated in the
+    upstream contracts (one slide with zero patches), then the explain stage through Snakemake."""
+    root = tmp_path_factory.mktemp("explain-wf")
+    cohort = make_demo_cohort(root / "cohort", seed=11, n_patients=12)
+    work = root / "work"
+    work.mkdir()
+    config = cohort_config(cohort, work, explain={"k": K, "gallery_size": 4, "n_maps": 2, "cv_folds": 3})
+    run_snakemake(work, "--configfile", str(config), "--cores", "2", "results/qc/slides.tsv")
+    write_features_from_slides(work, empty_slides=("P003-S1",))
+    write_oof(work, cohort)
+    run_snakemake(work, "--configfile", str(config), "--cores", "2", "results/explain/hipt256/report.html")
+    return work, config, cohort
+
+
+def test_explain_stage_runs_through_snakemake(explained):
+    work, config, _ = explained
+    out = work / "results/explain/hipt256"
+    table = pd.read_csv(out / "clusters.tsv", sep="\t")
+    assert len(table) == K and sorted(table["rank"]) == list(range(1, K + 1))
+    patients = pd.read_csv(out / "patients.tsv", sep="\t", keep_default_na=False).set_index("patient_id")
+    assert len(patients) == 12 and patients["included"].sum() >= 10
+    slides = pd.concat(pd.read_csv(d / "index.tsv", sep="\t") for d in (out / "assign").iterdir())
+    assert slides.set_index("slide_id").loc["P003-S1", "status"] == "empty"
+    for log in ("fit.log", "report.log"):
+        assert (work / "logs/explain/hipt256" / log).stat().st_size > 0
+    assert (work / "logs/benchmarks/explain/hipt256/report.tsv").is_file()
+    noop = run_snakemake(work, "--configfile", str(config), "-n", "results/explain/hipt256/report.html")
+    assert "Nothing to be done" in noop.stdout + noop.stderr
+
+
+def test_report_opens_in_a_headless_browser(explained):
+    if find_chromium() is None:
+        pytest.skip("SKIPPED LOUDLY: chromium is not installed (make test installs it when run as root with "
+                    "apt-get; else: apt-get install chromium)")
+    work, _, _ = explained
+    report = work / "results/explain/hipt256/report.html"
+    shot = ARTIFACTS / "explain_report.png"
+    page = inspect_page(report.as_uri(), {
+        "ranking_rows": "document.querySelectorAll('#ranking tr').length - 1",
+        "gallery_images": "document.querySelectorAll('.gallery img').length",
+        "maps": "document.querySelectorAll('.maps img').length",
+        "banner": "!!document.getElementById('random-weights-banner')",
+        "external": "Array.from(document.querySelectorAll('[src]')).filter(e => !e.src.startsWith('data:')).length",
+    }, screenshot=shot)
+    print(f"\nscreenshot of the explain report: {shot}")
+    assert page.errors == [] and page.broken_images == []
+    assert page.checks["ranking_rows"] == K and page.checks["banner"] and page.checks["external"] == 0
+    assert page.checks["gallery_images"] >= K and page.checks["maps"] == 2 and page.n_images > K + 4
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_browser_check_catches_console_errors_and_broken_images(tmp_path):
+    if find_chromium() is None:
+        pytest.skip("SKIPPED LOUDLY: chromium is not installed")
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="data:image/png;base64,AAAA" alt="broken">'
+                   '<script>console.error("boom"); notDefined();</script></body></html>')
+    page = inspect_page(bad.as_uri())
+    assert page.broken_images == ["broken"]
+    assert any("boom" in e for e in page.errors) and any("notDefined" in e for e in page.errors)
+
+
+def test_rule_all_adds_the_report_only_when_the_upstream_stages_exist(tmp_path, tiny_cohort):
+    config = cohort_config(tiny_cohort, tmp_path)
+    dry = run_snakemake(tmp_path, "--configfile", str(config), "-n")
+    upstream_here = "explain_report" in planned_jobs(dry)
+    # A workflow with producers of the features index and the model's out-of-fold predictions.
+    stub = tmp_path / "Snakefile"
+    stub.write_text(textwrap.dedent(f"""
+        configfile: "{REPO}/config/config.yaml"
+        include: "{REPO}/rules/common.smk"
+        rule fake_features:
+            output: "results/features/{{encoder}}/index.tsv"
+            shell: "touch {{output}}"
+        rule fake_feature_shards:
+            output: directory("results/features/{{encoder}}/shard-{{shard}}")
+            shell: "mkdir -p {{output}}"
+        rule fake_models:
+            output: "results/models/{{model}}/oof_predictions.tsv"
+            shell: "touch {{output}}"
+        include: "{REPO}/rules/explain.smk"
+        rule all:
+            default_target: True
+            input: explain_targets()
+    """))
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(stub), "--directory",
+                           str(tmp_path), "--configfile", str(config), "-n"], capture_output=True, text=True)
+    assert planned_jobs(proc).get("explain_report") == 1, proc.stdout + proc.stderr
+    if not upstream_here:  # on a branch without the pathology and survival stages, rule all stays runnable
+        assert planned_jobs(dry).get("explain_report") is None and "patch_slides" in planned_jobs(dry)
+
+
+def test_demo_planted_texture_clusters_rank_first(tmp_path, tiny_cohort):
+    """Known answer: on the demo cohort the planted texture's (necrosis) cluster ranks first by association."""
+    dry = run_snakemake(tmp_path, "--configfile", str(cohort_config(tiny_cohort, tmp_path)), "-n")
+    if "explain_report" not in planned_jobs(dry):
+        pytest.skip("rule all leaves the explain report out: no rule produces results/features/hipt256/index.tsv "
+                    "and results/models/<explain.model>/oof_predictions.tsv (the pathology and survival stages are "
+                    "not merged yet, or explain.model names no configured model); this known-answer test runs then")
+    cohort = make_demo_cohort(tmp_path / "demo", seed=7)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = cohort_config(cohort, work, n_shards=4)
+    run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
+    out = work / "results/explain/hipt256"
+    table = pd.read_csv(out / "clusters.tsv", sep="\t").set_index("cluster")
+    fractions = pd.read_csv(out / "patient_fractions.tsv", sep="\t").set_index("patient_id")
+    truth = pd.read_csv(cohort / "truth.tsv", sep="\t").set_index("patient_id").loc[fractions.index]
+    # The planted texture's clusters: those whose prevalence follows the patients' true necrosis share.
+    follows = {int(c[1:]): stats.spearmanr(fractions[c], truth["planted_fraction"])[0] for c in fractions.columns}
+    planted = {c for c, rho in follows.items() if rho >= 0.5}
+    top = int(table.index[table["rank"] == 1][0])
+    assert top in planted, f"top cluster {top} (rho with truth {follows[top]:.2f}); planted clusters {planted}"
+    assert table.loc[top, "spearman_rho"] > 0 and np.isfinite(table.loc[top, "cox_hr_per_sd"])
