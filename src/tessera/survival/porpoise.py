@@ -198,10 +198,12 @@ def nll_loss(logits: torch.Tensor, bins: torch.Tensor, event: torch.Tensor, alph
     log_1mh = nn.functional.logsigmoid(-logits)
     log_s = torch.cumsum(log_1mh, dim=1)
     log_s_pad = torch.cat([torch.zeros_like(log_s[:, :1]), log_s], dim=1)  # log S_{-1} = 0
-    k = bins.unsqueeze(1)
-    before = log_s_pad.gather(1, k).squeeze(1)
-    hazard = log_h.gather(1, k).squeeze(1)
-    through = log_s_pad.gather(1, k + 1).squeeze(1)
+    # one-hot selection instead of gather: its backward needs no scatter (deterministic on every device)
+    n_bins = logits.shape[1]
+    at = nn.functional.one_hot(bins, n_bins + 1).to(logits.dtype)  # (B, n_bins + 1), 1 at bin k
+    before = (log_s_pad * at).sum(1)
+    hazard = (log_h * at[:, :n_bins]).sum(1)
+    through = (log_s_pad * torch.roll(at, 1, dims=1)).sum(1)  # index k + 1 (k < n_bins always)
     e = event.to(logits.dtype)
     uncensored = -e * (before + hazard)
     censored = -(1 - e) * through
@@ -210,15 +212,19 @@ def nll_loss(logits: torch.Tensor, bins: torch.Tensor, event: torch.Tensor, alph
 
 # -------------------------------------------------------------------------------------------- model
 @contextlib.contextmanager
-def deterministic():
-    """``torch.use_deterministic_algorithms(True)`` for the duration (restored afterwards)."""
+def deterministic(device: torch.device):
+    """``torch.use_deterministic_algorithms(True)`` for the duration (restored afterwards).
+
+    On CPU every op this model uses is deterministic, so runs are bit-identical for a seed. On CUDA an
+    op without a deterministic kernel warns instead of stopping the job (``warn_only``).
+    """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 class PorpoiseModel:
@@ -276,7 +282,7 @@ class PorpoiseModel:
     def fit(self, X: pd.DataFrame, y: np.ndarray, patient_id: np.ndarray) -> "PorpoiseModel":
         p = self.params
         patient_id = np.asarray(patient_id, dtype=str)
-        with deterministic():
+        with deterministic(self.device):
             torch.manual_seed(self.seed)
             rng = np.random.default_rng(self.seed)
             train, val = np.arange(len(y)), None
@@ -343,7 +349,7 @@ class PorpoiseModel:
         patients = np.asarray(patient_id, dtype=str)
         tab = self._tabular(X, fit=False)
         out, attn = [], []
-        with deterministic():
+        with deterministic(self.device):
             for mb in np.array_split(np.arange(len(patients)), max(1, math.ceil(len(patients) / self.params.micro_batch))):
                 if len(mb) == 0:
                     continue
@@ -402,7 +408,7 @@ class PorpoiseModel:
         patients = np.asarray(patient_id, dtype=str)
         tab = self._tabular(X, fit=False)
         rows, worst = [], 0.0
-        with deterministic():
+        with deterministic(self.device):
             for i, p in enumerate(patients):
                 b, m, t = self._batch([p], tab[i:i + 1], None)
                 with torch.no_grad():
