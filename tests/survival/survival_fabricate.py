@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 from tessera.h5 import write_h5
 
@@ -107,3 +109,20 @@ def fabricate_cohort(root: Path, n: int = 48, seed: int = 0, dim: int = 16, gene
         "feature_index": root / "results" / "features" / ENCODER / "index.tsv",
         "genomic_embeddings": gdir / "embeddings.parquet", "truth": truth,
     }
+
+
+# Fixtures shared by the survival tests (imported by name into each test module: a conftest.py here
+# would shadow tests/conftest.py, which other tests import as ``conftest``).
+@pytest.fixture(scope="session")
+def cohort_files(tmp_path_factory):
+    """A 60-patient fabricated cohort with a planted signal."""
+    return fabricate_cohort(tmp_path_factory.mktemp("cohort"), n=60, seed=3)
+
+
+@pytest.fixture
+def one_thread():
+    """Small models run fastest on one thread, and results then match across machines."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

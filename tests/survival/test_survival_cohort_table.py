@@ -9,6 +9,8 @@ from tessera.sheets import read_clinical, read_genomics_sheet, read_slide_sheet
 from tessera.survival.cohort_table import build_cohort_table, encode_clinical, write_cohort_table
 from tessera.survival.data import load_cohort_table
 
+from survival_fabricate import cohort_files  # noqa: F401 - pytest fixture
+
 ALL = ["clinical", "pathology", "genomics"]
 
 

@@ -14,6 +14,10 @@ from tessera.survival.data import SurvivalData, make_y
 from tessera.survival.run import run_model, summarise
 from tessera.survival.settings import CVSettings, EvalSettings, HPOSettings, ModelSpec
 
+from survival_fabricate import cohort_files, one_thread  # noqa: F401 - pytest fixtures
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 OOF_COLUMNS = ["patient_id", "fold", "repeat", "risk", "time", "event"]
 
 

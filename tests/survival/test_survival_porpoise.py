@@ -26,6 +26,10 @@ from tessera.survival.porpoise import (
 )
 from tessera.survival.settings import CVSettings, EvalSettings, HPOSettings, ModelSpec
 
+from survival_fabricate import cohort_files, one_thread  # noqa: F401 - pytest fixtures
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CPU = torch.device("cpu")
 FAST = {"epochs": 4, "lr": 1e-3, "micro_batch": 8, "batch_size": 16}
 
