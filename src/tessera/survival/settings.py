@@ -219,6 +219,9 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
         if unknown:
             raise InputError(f"modalities {unknown} are not in survival.cohort.modalities {modalities}", file=file,
                              field=f"{where}.modalities", fix="add them to the cohort or remove them from the model")
+        if spec.modalities is not None and not spec.modalities and spec.kind not in DEEP_KINDS:
+            raise InputError("a tabular model needs at least one modality", file=file, field=f"{where}.modalities",
+                             fix="list modalities, or leave the key out to use all of the cohort's")
         bad_pca = [m for m in spec.pca if m not in MODALITIES]
         if bad_pca:
             raise InputError(f"PCA for unknown modality {bad_pca}", file=file, field=f"{where}.pca",
