@@ -107,19 +107,28 @@ def _auroc(y: np.ndarray, risk: np.ndarray, horizon: float) -> float | None:
     return float(roc_auc_score(label[known], risk[known]))
 
 
+def _undefined_as_none(fn, *args):
+    """A metric that is undefined for this prediction set (scikit-survival raises ``ValueError``, e.g. no
+    event before tau) is None rather than an error: one small fold must not stop the evaluation."""
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
+
+
 def _metric_set(y_ref: np.ndarray, y: np.ndarray, risk: np.ndarray, surv: np.ndarray | None, frame: TimeFrame,
                 tau: float, classifier: bool) -> dict:
-    """Harrell C, Uno C, td-AUC, IBS (and AUROC for classifiers) of one prediction set."""
+    """Harrell C, Uno C, td-AUC, IBS (and AUROC for classifiers) of one prediction set (None = undefined)."""
     out: dict = {"c_harrell": None, "c_uno": None, "td_auc_mean": None, "ibs": None, "auroc": None}
     if not y["event"].any():
         return out
     out["c_harrell"] = M.harrell_c(y, risk)
-    out["c_uno"] = M.uno_c(y_ref, y, risk, tau)
+    out["c_uno"] = _undefined_as_none(M.uno_c, y_ref, y, risk, tau)
     times = M.fold_grid(frame.grid, y, tau)
     if len(times):
-        out["td_auc_mean"] = M.td_auc(y_ref, y, risk, times, tau)[1]
+        out["td_auc_mean"] = _undefined_as_none(lambda: M.td_auc(y_ref, y, risk, times, tau)[1])
     if surv is not None and len(times) >= 2:
-        out["ibs"] = M.brier(y_ref, y, _at(surv, frame.surv_times, times), times, tau)[1]
+        out["ibs"] = _undefined_as_none(lambda: M.brier(y_ref, y, _at(surv, frame.surv_times, times), times, tau)[1])
     if classifier:
         out["auroc"] = _auroc(y, risk, frame.horizon)
     return out

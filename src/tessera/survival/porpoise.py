@@ -298,13 +298,16 @@ class PorpoiseModel:
             bins = torch.from_numpy(discretize(y["time"], self.cuts_)).to(self.device)
             event = torch.from_numpy(y["event"].astype(np.int64)).to(self.device)
 
+            sizes = np.array([len(self.bags.get(p)) if self.bags is not None else 0 for p in patient_id[train]])
             self.history_, best, best_state, stale = [], math.inf, None, 0
             for epoch in range(p.epochs):
                 self.net_.train()
                 order = rng.permutation(len(train))
                 total = 0.0
                 for start in range(0, len(order), p.batch_size):
+                    # micro-batches of similar bag sizes pad little; the step sees the whole batch anyway
                     batch = order[start:start + p.batch_size]
+                    batch = batch[np.argsort(sizes[batch], kind="stable")]
                     opt.zero_grad(set_to_none=True)
                     for mb in np.array_split(batch, math.ceil(len(batch) / p.micro_batch)):
                         idx = train[mb]
@@ -345,20 +348,28 @@ class PorpoiseModel:
     # ---------------------------------------------------------------- prediction
     @torch.no_grad()
     def _logits(self, X: pd.DataFrame, patient_id) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """Logits (n, n_bins) and each patient's attention weights (None without a path branch), in input order.
+
+        Patients are forwarded in micro-batches of similar bag sizes (little padding).
+        """
         self.net_.eval()
         patients = np.asarray(patient_id, dtype=str)
         tab = self._tabular(X, fit=False)
-        out, attn = [], []
+        sizes = np.array([len(self.bags.get(p)) if self.bags is not None else 0 for p in patients])
+        logits_out = np.zeros((len(patients), self.params.n_bins), np.float32)
+        attn: list[np.ndarray | None] = [None] * len(patients)
+        order = np.argsort(sizes, kind="stable")
         with deterministic(self.device):
-            for mb in np.array_split(np.arange(len(patients)), max(1, math.ceil(len(patients) / self.params.micro_batch))):
+            for mb in np.array_split(order, max(1, math.ceil(len(patients) / self.params.micro_batch))):
                 if len(mb) == 0:
                     continue
                 b, m, t = self._batch(list(patients[mb]), tab[mb], None)
                 logits, a = self.net_(b, m, t)
-                out.append(logits.float().cpu().numpy())
-                for i in range(len(mb)):
-                    attn.append(None if a is None else a[i, : int(m[i].sum())].float().cpu().numpy())
-        return np.concatenate(out), attn
+                logits_out[mb] = logits.float().cpu().numpy()
+                if a is not None:
+                    for i, j in enumerate(mb):
+                        attn[j] = a[i, : int(m[i].sum())].float().cpu().numpy()
+        return logits_out, attn
 
     def predict_risk(self, X: pd.DataFrame, patient_id) -> np.ndarray:
         logits, _ = self._logits(X, patient_id)
