@@ -42,6 +42,7 @@ browser:
 lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+	$(BIN)/hadolint containers/Dockerfile
 
 clean-demo:
 	rm -rf $(DEMO) results logs .snakemake

@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/slides.smk"
+include: "rules/genomics.smk"
 include: "rules/explain.smk"
 include: "rules/survival.smk"
 
@@ -22,5 +23,6 @@ rule all:
     default_target: True
     input:
         "results/qc/slides.tsv",
+        f"results/genomics/{NT_MODEL}/embeddings.parquet",
         explain_targets(),
         SURVIVAL_TARGETS,

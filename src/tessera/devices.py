@@ -1,14 +1,26 @@
 """Which device a job computes on, and one GPU per job on a multi-GPU host.
 
 Snakemake only counts ``resources: gpu=1`` and never pins a device (snakemake#281), so two GPU
-jobs would both land on GPU 0. :func:`acquire_gpu` gives each job its own GPU: it takes an
-exclusive ``flock`` on ``{lock_dir}/gpu{i}.lock`` for the first free ``i`` and holds it for the rest
-of the process. The kernel drops the lock when the process ends however it ends (crash, SIGKILL),
-so a dead job never keeps a device. The chosen GPU is exported as ``CUDA_VISIBLE_DEVICES`` before
-CUDA is initialised, so the job (and its child processes) see exactly one device.
+jobs would both land on GPU 0. :func:`pin_gpu` gives each job its own GPU: it takes an exclusive
+``flock`` on ``{lock_dir}/gpu-{id}.lock`` for the first free GPU and holds it for the rest of the
+process. The kernel drops the lock when the process ends however it ends (crash, SIGKILL), so a
+dead job never keeps a device. The chosen GPU is exported as ``CUDA_VISIBLE_DEVICES`` before CUDA
+is initialised, so the job (and the programs it starts) see exactly one device.
 
-Where an executor already set ``CUDA_VISIBLE_DEVICES`` (a remote GPU instance, a Slurm job), it is
-respected and no lock is taken.
+Which GPUs a job may use (:func:`host_gpus`):
+
+- ``CUDA_VISIBLE_DEVICES`` when set: its entries (indices or UUIDs). One entry means a scheduler or
+  a one-GPU instance already gave this job its device: it is kept and no lock is taken. Several
+  entries are shared out among the jobs, one each. Empty (or ``-1``) means no GPU.
+- otherwise ``TESSERA_GPU_COUNT`` GPUs ``0 … n-1`` when set (to use fewer GPUs than the host has,
+  and in tests),
+- otherwise every GPU that ``nvidia-smi -L`` lists.
+
+Jobs of one user, or of several users sharing ``TESSERA_GPU_LOCK_DIR`` (default
+``/tmp/tessera-gpu-locks``, created world-writable with the sticky bit like ``/tmp``), never share
+a GPU. The ``local-cuda`` profile caps concurrent GPU jobs at :func:`visible_gpu_count`, so within
+one run a job never waits for a device; a job waits (up to ``timeout_s``) only for GPUs another
+run holds.
 """
 
 from __future__ import annotations
@@ -16,25 +28,25 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOCK_DIR = Path(os.environ.get("TESSERA_GPU_LOCK_DIR", "/tmp/tessera-gpu-locks"))
-_held: list[int] = []  # file descriptors of held locks, kept open for the process lifetime
+_held: list[int] = []  # file descriptors of held locks, open for the process lifetime
 
 
-def visible_gpu_count() -> int:
-    """GPUs on this host according to ``nvidia-smi -L`` (0 without an NVIDIA driver).
+def default_lock_dir() -> Path:
+    """``TESSERA_GPU_LOCK_DIR``, or ``/tmp/tessera-gpu-locks``."""
+    return Path(os.environ.get("TESSERA_GPU_LOCK_DIR") or "/tmp/tessera-gpu-locks")
 
-    Asked of the driver, not of torch: torch fixes its device list at first use, which must come
-    after ``CUDA_VISIBLE_DEVICES`` is set.
-    """
-    if os.environ.get("TESSERA_GPU_COUNT"):
-        return int(os.environ["TESSERA_GPU_COUNT"])
+
+def _nvidia_smi_count() -> int:
     if shutil.which("nvidia-smi") is None:
         return 0
     try:
@@ -44,46 +56,122 @@ def visible_gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def acquire_gpu(n_gpus: int, lock_dir: str | os.PathLike = DEFAULT_LOCK_DIR, timeout_s: float = 24 * 3600,
-                poll_s: float = 2.0) -> int:
-    """Lock the first free GPU index in ``[0, n_gpus)``, waiting up to ``timeout_s``; return it.
+def host_gpus() -> list[str]:
+    """IDs of the GPUs this process may use (see the module docstring for where they come from).
 
-    The lock is held until the process exits. Raises ``TimeoutError`` if none frees up in time.
+    Asked of the environment and the driver, never of torch: torch fixes its device list at first
+    use, which must come after ``CUDA_VISIBLE_DEVICES`` is set.
     """
-    lock_dir = Path(lock_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        # CUDA stops at the first invalid entry; "-1" is the usual way to hide every GPU.
+        return [] if not ids or ids[0].startswith("-") else ids
+    count = os.environ.get("TESSERA_GPU_COUNT")
+    if count:
+        try:
+            n = int(count)
+        except ValueError:
+            raise ValueError(f"TESSERA_GPU_COUNT must be a whole number, not {count!r}") from None
+        return [str(i) for i in range(max(n, 0))]
+    return [str(i) for i in range(_nvidia_smi_count())]
+
+
+def visible_gpu_count() -> int:
+    """How many GPUs jobs on this host may use: the ``local-cuda`` profile's cap on GPU jobs."""
+    return len(host_gpus())
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file: flock works on a read-only descriptor too
+        return os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o666)  # let other users' jobs lock it as well
+    except OSError:
+        pass
+    return fd
+
+
+def _lock_dir_ready(lock_dir: Path) -> None:
+    if not lock_dir.is_dir():
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_dir.chmod(0o1777)
+        except OSError:
+            pass
+
+
+def acquire_gpu(
+    gpus: Sequence[str],
+    lock_dir: str | os.PathLike | None = None,
+    timeout_s: float = 24 * 3600,
+    poll_s: float = 1.0,
+) -> str:
+    """Lock the first free GPU of ``gpus`` (IDs), waiting up to ``timeout_s`` seconds; return its ID.
+
+    The lock is held until the process exits. Raises ``TimeoutError`` if none frees up in time
+    (``timeout_s=0`` tries once).
+    """
+    if not gpus:
+        raise ValueError("no GPUs to choose from")
+    lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    _lock_dir_ready(lock_dir)
     deadline = time.monotonic() + timeout_s
     while True:
-        for i in range(n_gpus):
-            fd = os.open(lock_dir / f"gpu{i}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        for gpu in gpus:
+            fd = _open_lock(lock_dir / f"gpu-{re.sub(r'[^A-Za-z0-9._-]', '_', gpu)}.lock")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:  # who holds it, for a person looking at the lock directory
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:
+                pass
             _held.append(fd)
-            return i
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no free GPU among {n_gpus} after {timeout_s:.0f} s (locks in {lock_dir})")
+            return gpu
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no free GPU among {list(gpus)} after {timeout_s:.0f} s (locks in {lock_dir})")
         time.sleep(poll_s)
+
+
+def pin_gpu(lock_dir: str | os.PathLike | None = None, timeout_s: float = 24 * 3600) -> str | None:
+    """Make exactly one GPU visible to this process and return its ID; ``None`` when there is none.
+
+    Call before anything initialises CUDA. With one GPU listed in ``CUDA_VISIBLE_DEVICES`` that GPU
+    is returned as it is; with several, or none listed, a free one is locked (:func:`acquire_gpu`)
+    and ``CUDA_VISIBLE_DEVICES`` set to it. Calling it again returns the GPU already pinned.
+    """
+    gpus = host_gpus()
+    if not gpus:
+        return None
+    if len(gpus) == 1 and "CUDA_VISIBLE_DEVICES" in os.environ:
+        return gpus[0]
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised before a GPU was pinned; call pin_gpu() before using torch.cuda")
+    lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    gpu = acquire_gpu(gpus, lock_dir, timeout_s=timeout_s)
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # indices as nvidia-smi numbers them
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    log.info("pinned to GPU %s of %s (lock in %s)", gpu, ",".join(gpus), lock_dir)
+    return gpu
 
 
 def torch_device(requested: str = "auto"):
     """The ``torch.device`` for this job: ``cpu``, ``cuda`` or ``auto`` (CUDA when present, else CPU).
 
-    On a host with several GPUs and no ``CUDA_VISIBLE_DEVICES`` set, one free GPU is locked for
-    this process first (see :func:`acquire_gpu`). Asking for ``cuda`` where there is none is an error.
+    For ``auto`` and ``cuda`` one GPU is pinned for this process first (:func:`pin_gpu`). Asking for
+    ``cuda`` where there is none is an error.
     """
     if requested not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {requested!r}")
-    if requested != "cpu" and "CUDA_VISIBLE_DEVICES" not in os.environ:
-        n = visible_gpu_count()
-        if n > 0:
-            gpu = acquire_gpu(n)
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            log.info("pinned to GPU %d of %d (lock in %s)", gpu, n, DEFAULT_LOCK_DIR)
+    if requested != "cpu":
+        pin_gpu()
 
     import torch
 

@@ -73,8 +73,8 @@ def test_rule_families_cover_every_kind_and_inputs_follow_modalities(config):
     assert "model.safetensors" in model_files("porpoise") and "attention.parquet" in model_files("porpoise")
     assert "brier.png" in model_files("coxnet") and "brier.png" not in model_files("svm")
     inputs = cohort_inputs({**config, "survival": {"cohort": {"modalities": ["clinical", "pathology", "genomics"],
-                                                              "pathology_encoder": "hipt4k", "genomics_model": "nt"}}})
+                                                              "pathology_encoder": "hipt4k", "genomics_model": None}}})
     assert inputs["slide_embeddings"] == "results/features/hipt4k/slide_embeddings.parquet"
-    assert inputs["genomic_embeddings"] == "results/genomics/nt/embeddings.parquet"
-    assert "slide_embeddings" not in cohort_inputs(config)  # the demo config: clinical only until upstream merges
+    assert inputs["genomic_embeddings"] == f"results/genomics/{config['genomics_model']['name']}/embeddings.parquet"
+    assert "slide_embeddings" not in cohort_inputs(config)  # the demo config: no pathology until that stage merges
     assert PorpoiseParams.from_dict({}).n_bins == 4

@@ -94,7 +94,8 @@ def draw_variants(rng: np.random.Generator, seqs: dict[str, str]) -> list[Varian
     variants: list[Variant] = []
     for g in GENES:
         seq = seqs[g.contig]
-        pair = g.start + 1_507  # anchor of the overlapping pair below
+        pair = g.start + 1_800  # anchor of the overlapping pair below, clear of the planted deletion
+        assert abs(pair - PLANTED_VARIANT_POS) > 100
         positions = sorted(rng.choice(np.arange(g.start - 200, g.end + 200, 40), size=30, replace=False))
         for k, pos in enumerate(positions):
             pos = int(pos) + int(rng.integers(0, 20))

@@ -250,7 +250,12 @@ def cohort_inputs(config: dict) -> dict[str, str]:
         inputs["qc"] = "results/qc/slides.tsv"
         inputs["slide_embeddings"] = f"results/features/{cohort.get('pathology_encoder', 'hipt256')}/slide_embeddings.parquet"
     if "genomics" in modalities:
-        inputs["genomic_embeddings"] = f"results/genomics/{cohort.get('genomics_model', 'nt')}/embeddings.parquet"
+        model = cohort.get("genomics_model") or config.get("genomics_model", {}).get("name")
+        if not model:
+            raise InputError("the genomics modality needs a genomic model name", field="survival.cohort.genomics_model",
+                             fix="name the model whose results/genomics/{model}/embeddings.parquet to use, or "
+                                 "configure genomics_model.name")
+        inputs["genomic_embeddings"] = f"results/genomics/{model}/embeddings.parquet"
     return inputs
 
 

@@ -1,0 +1,17 @@
+"""Adapter for rule embed_gene: Nucleotide Transformer embeddings of one gene for the whole cohort."""
+
+import torch
+
+from tessera.devices import torch_device
+from tessera.genomics.embed import DTYPES, EmbedParams, embed_gene
+from tessera.genomics.nt import load_nt
+from tessera.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    cfg = snakemake.params.model
+    params = EmbedParams.from_config(cfg)
+    device = torch_device(params.device)
+    torch.set_num_threads(snakemake.threads)
+    log.info("device %s, %d CPU threads", device, snakemake.threads)
+    nt = load_nt(snakemake.params.weights, cfg["kind"], device, DTYPES[params.dtype], params.lowercase)
+    embed_gene(snakemake.wildcards.gene, snakemake.input.shards, nt, params, cfg["name"], snakemake.output[0])

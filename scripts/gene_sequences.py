@@ -1,0 +1,14 @@
+"""Adapter for rule gene_sequences: both haplotypes of one gene for every patient of one shard."""
+
+from tessera.genomics.genes import Region
+from tessera.genomics.sequences import SequenceParams, patient_sequences_shard
+from tessera.runlog import log_to
+
+with log_to(snakemake.log[0]):
+    patient_sequences_shard(
+        snakemake.params.patients,
+        Region.from_tsv(snakemake.input.region),
+        snakemake.input.reference,
+        SequenceParams.from_config(snakemake.params.sequences),
+        snakemake.output[0],
+    )

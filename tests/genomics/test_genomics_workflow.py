@@ -1,0 +1,34 @@
+"""The genomic stage of the workflow on a small demo cohort: every patient with genomic data embedded."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import cohort_config, run_snakemake
+
+TARGET = "results/genomics/nt-v2-random-demo/embeddings.parquet"
+
+
+@pytest.mark.workflow
+def test_demo_genomics_embeds_every_patient_with_genomic_data(tiny_cohort, tmp_path):
+    cohort = tiny_cohort
+    config = cohort_config(cohort, tmp_path, n_shards=2)
+    run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", TARGET)
+
+    truth = pd.read_csv(cohort / "truth.tsv", sep="\t")
+    with_data = sorted(truth.loc[truth["genomics"] != "none", "patient_id"])
+    table = pd.read_parquet(tmp_path / TARGET)
+    assert table["patient_id"].tolist() == with_data
+    assert table.shape[1] == 1 + 2 * 64 and table.drop(columns="patient_id").notna().all().all()
+    gene_a = pd.read_parquet(tmp_path / "results/genomics/nt-v2-random-demo/GENEA.parquet")
+    assert set(gene_a["source"]) == {"vcf", "bam"} and gene_a["weights_random"].all()
+
+    # the planted 7-bp deletion (VCF chr1:11501) is on as many haplotypes as the truth's dosage, for VCF
+    # patients and for BAM patients (whose caller may write it with other flanking bases)
+    shards = sorted((tmp_path / "results/genomics/sequences/GENEA").glob("shard-*"))
+    variants = pd.concat(pd.read_csv(s / "variants.tsv", sep="\t") for s in shards)
+    near = variants["pos"].between(11_490, 11_510) & ~variants["alt"].str.contains(",")
+    planted = variants[near & (variants["ref"].str.len() - variants["alt"].str.len() == 7)]
+    carried = {p: int((g[["hap1", "hap2"]] == "applied").to_numpy().sum()) for p, g in planted.groupby("patient_id")}
+    for row in truth[truth["genomics"] != "none"].itertuples():
+        assert carried.get(row.patient_id, 0) == row.variant_dosage, row.patient_id

@@ -1,0 +1,146 @@
+"""The one-GPU-per-job allocator: fake GPUs (``TESSERA_GPU_COUNT``), real processes, real flocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tessera import devices
+
+# A fake GPU job: pin a device, hold it for a while, record when.
+JOB = """
+import json, os, sys, time
+from tessera.devices import pin_gpu
+gpu = pin_gpu()
+start = time.monotonic()
+time.sleep(float(sys.argv[2]))
+print(json.dumps({"gpu": gpu, "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start,
+                  "end": time.monotonic()}))
+"""
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "TESSERA_GPU_COUNT")}
+    env["TESSERA_GPU_LOCK_DIR"] = str(tmp_path / "locks")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for var in ("CUDA_VISIBLE_DEVICES", "TESSERA_GPU_COUNT", "CUDA_DEVICE_ORDER"):
+        monkeypatch.setenv(var, "unset")  # recorded, so whatever pin_gpu() sets is undone afterwards
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("TESSERA_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(devices, "_nvidia_smi_count", lambda: 0)
+    yield
+    while devices._held:
+        os.close(devices._held.pop())
+
+
+@pytest.mark.parametrize(
+    "visible, count, expected",
+    [
+        (None, None, []),
+        (None, "3", ["0", "1", "2"]),
+        ("2,3", "8", ["2", "3"]),  # CUDA_VISIBLE_DEVICES wins over TESSERA_GPU_COUNT
+        ("GPU-5f1c,GPU-77aa", None, ["GPU-5f1c", "GPU-77aa"]),
+        ("", "4", []),
+        ("-1", None, []),
+    ],
+)
+def test_host_gpus_reads_the_environment(clean_env, monkeypatch, visible, count, expected):
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    if count is not None:
+        monkeypatch.setenv("TESSERA_GPU_COUNT", count)
+    assert devices.host_gpus() == expected
+    assert devices.visible_gpu_count() == len(expected)
+
+
+def test_one_listed_gpu_is_kept_without_a_lock(clean_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    assert devices.pin_gpu() == "5"
+    assert not devices._held and not (tmp_path / "locks").exists()
+
+
+def test_several_listed_gpus_are_shared_out_one_each(clean_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert devices.pin_gpu() == "2"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert devices.pin_gpu() == "2"  # pinned already: the same GPU, no second lock
+    assert len(devices._held) == 1
+    # another process sharing the lock directory gets the other GPU
+    out = subprocess.run([sys.executable, "-c", JOB, "x", "0"], env=_env(tmp_path, CUDA_VISIBLE_DEVICES="2,3"),
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["visible"] == "3"
+
+
+def test_no_gpu_means_cpu_and_no_pinning(clean_env):
+    assert devices.pin_gpu() is None
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert str(devices.torch_device("auto")) == "cpu"
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'"):
+        devices.torch_device("gpu")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cuda_requested_without_cuda_is_a_clear_error(clean_env, monkeypatch):
+    monkeypatch.setenv("TESSERA_GPU_COUNT", "2")  # a GPU is pinned, but torch finds no CUDA
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        devices.torch_device("cuda")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert str(devices.torch_device("cpu")) == "cpu"
+
+
+def test_concurrent_jobs_never_share_a_gpu(tmp_path):
+    """Nine jobs on three fake GPUs: jobs on the same GPU never overlap in time; all three are used."""
+    env = _env(tmp_path, TESSERA_GPU_COUNT="3")
+    procs = [subprocess.Popen([sys.executable, "-c", JOB, "x", "0.6"], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(9)]
+    records = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all(r["visible"] == r["gpu"] for r in records)  # each job sees exactly its own GPU
+    assert {r["gpu"] for r in records} == {"0", "1", "2"}
+    for gpu in ("0", "1", "2"):
+        spans = sorted((r["start"], r["end"]) for r in records if r["gpu"] == gpu)
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert start >= end, f"two jobs held GPU {gpu} at once: {spans}"
+
+
+def test_a_killed_jobs_gpu_is_released(tmp_path):
+    env = _env(tmp_path, TESSERA_GPU_COUNT="1")
+    holder = subprocess.Popen([sys.executable, "-c", JOB, "x", "600"], env=env, stdout=subprocess.PIPE)
+    lock = tmp_path / "locks" / "gpu-0.lock"
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and lock.read_text().strip() == str(holder.pid)):
+        assert time.monotonic() < deadline and holder.poll() is None, "the holder never took GPU 0"
+        time.sleep(0.05)
+    try:
+        with pytest.raises(TimeoutError, match="no free GPU"):
+            devices.acquire_gpu(["0"], tmp_path / "locks", timeout_s=0)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        started = time.monotonic()
+        assert devices.acquire_gpu(["0"], tmp_path / "locks", timeout_s=10, poll_s=0.05) == "0"
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        while devices._held:
+            os.close(devices._held.pop())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_torch_device_on_a_cuda_host_sees_exactly_one_gpu(tmp_path):
+    code = "from tessera.devices import torch_device; import torch; d = torch_device('cuda'); " \
+           "print(d.type, torch.cuda.device_count())"
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["cuda", "1"]

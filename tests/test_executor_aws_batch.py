@@ -1,0 +1,127 @@
+"""profiles/aws-batch end to end: snakemake-executor-plugin-aws-batch, S3 storage (moto), the job emulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import yte
+
+from anywhere_support import (
+    IMAGE, JOB_QUEUE, JOB_ROLE, REGION, REPO, aws_sandbox, executor_workflow, run_snakemake, s3_keys, s3_read,
+)
+
+BUCKET = "tessera-batch"
+PROFILE = REPO / "profiles" / "aws-batch"
+
+
+def _args(run: str) -> list[str]:
+    return [
+        "--profile", str(PROFILE),
+        "--default-storage-prefix", f"s3://{BUCKET}/{run}",
+        "--container-image", IMAGE,
+        "--aws-batch-region", REGION,
+        "--aws-batch-job-queue", JOB_QUEUE,
+        "--aws-batch-job-role", JOB_ROLE,
+        # The tiny workflow's GPU rule, listed as profiles/aws-batch lists the workflow's own GPU rules.
+        "--set-resources", "gpu_step:_gpus=1",
+        "--jobs", "4",
+    ]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    with aws_sandbox(tmp_path_factory.mktemp("batch"), BUCKET) as box:
+        yield box
+
+
+def _definitions(emulator) -> dict[str, dict]:
+    """RegisterJobDefinition requests by rule (the plugin names definitions snakejob-def-RULE-UUID)."""
+    return {r.params["jobDefinitionName"].removeprefix("snakejob-def-").rsplit("-", 5)[0]: r.params
+            for r in emulator.requests if r.operation == "RegisterJobDefinition"}
+
+
+def _requirements(definition: dict) -> dict[str, str]:
+    return {r["type"]: r["value"] for r in definition["containerProperties"]["resourceRequirements"]}
+
+
+@pytest.mark.workflow
+def test_workflow_runs_and_a_failing_job_reports_its_reason(sandbox, tmp_path):
+    emulator, env = sandbox["emulator"], sandbox["env"]
+    workdir = executor_workflow(tmp_path / "wf")
+    run = run_snakemake([*_args("main"), "all", "fail/never.txt"], workdir, env)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, "failing_step must fail the run"
+
+    assert {"main/cpu/numbers.txt", "main/gpu/report.json"} <= set(s3_keys(sandbox["s3"], BUCKET, "main/")), out[-4000:]
+    report = json.loads(s3_read(sandbox["s3"], BUCKET, "main/gpu/report.json"))
+    assert report["sum"] == 5050
+    assert report["gpus_visible"] == 1 and report["pinned"] == "0"
+    assert report["credential_source"] == "container-role" and report["access_key_prefix"] == "ASIA"
+
+    definitions = _definitions(emulator)
+    gpu, cpu = _requirements(definitions["gpu_step"]), _requirements(definitions["cpu_step"])
+    assert gpu == {"VCPU": "1", "MEMORY": "8192", "GPU": "1"}
+    assert cpu == {"VCPU": "2", "MEMORY": "4096"}  # no GPU, and the memory asked for, not less
+    timeout = yte.process_yaml(open(PROFILE / "config.v8+.yaml"), require_use_yte=True)["aws-batch-task-timeout"]
+    assert timeout > 300
+    for d in definitions.values():
+        assert d["timeout"] == {"attemptDurationSeconds": timeout}
+        assert d["containerProperties"]["jobRoleArn"] == JOB_ROLE
+        assert d["containerProperties"]["image"] == IMAGE
+
+    # The failing job: reported failed with Batch's reason and the container's exit code (the job's
+    # Snakemake exits 1 when its rule fails); the rule's log reached S3.
+    assert "AWS Batch job failed. Code: 1, Msg: Essential container in task exited" in out
+    assert "failing_step: the input is corrupt" in s3_read(sandbox["s3"], BUCKET, "main/logs/failing_step.log").decode()
+
+    texts = [r.body for r in emulator.requests] + list(emulator.log_texts().values()) + [out]
+    texts += [p.read_text(errors="replace") for p in (workdir / ".snakemake" / "log").glob("*.log")]
+    for secret in sandbox["credentials"].values():
+        assert not any(secret in t for t in texts)
+
+
+@pytest.mark.workflow
+def test_the_profile_refuses_to_put_storage_keys_into_job_definitions(sandbox, tmp_path):
+    emulator = sandbox["emulator"]
+    before = len(emulator.requests)
+    env = dict(sandbox["env"], SNAKEMAKE_STORAGE_S3_SECRET_KEY=sandbox["credentials"]["AWS_SECRET_ACCESS_KEY"])
+    run = run_snakemake(_args("keys"), executor_workflow(tmp_path / "wf"), env)
+    assert run.returncode != 0
+    assert "credentials would be written into every remote job's definition (SNAKEMAKE_STORAGE_S3_SECRET_KEY)" \
+        in run.stderr
+    assert len(emulator.requests) == before  # nothing was submitted
+
+
+@pytest.mark.workflow
+def test_cancel_terminates_running_jobs(sandbox, tmp_path):
+    emulator, env = sandbox["emulator"], sandbox["env"]
+    workdir = executor_workflow(tmp_path / "wf")
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *_args("cancel"), "slow/never.txt"], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def slow_job():
+            return next((j for j in list(emulator.batch_jobs.values()) if j.name.startswith("snakejob-slow_step-")),
+                        None)
+
+        def sleeping():
+            job = slow_job()
+            return job is not None and job.run is not None and "sleep 600" in _group_cmdlines(job.run.proc.pid)
+
+        emulator.wait_for(sleeping, timeout_s=180, what="slow_step to be running its command")
+        job = slow_job()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    emulator.wait_for(lambda: job.status == "FAILED", timeout_s=30, what="the job to be terminated")
+    assert job.status_reason == "terminated by snakemake"
+    assert emulator.calls("TerminateJob") >= 1
+    assert "sleep 600" not in _group_cmdlines(job.run.proc.pid)
+
+
+def _group_cmdlines(pid: int) -> str:
+    return subprocess.run(["pgrep", "-a", "-g", str(pid)], capture_output=True, text=True).stdout

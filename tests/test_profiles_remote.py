@@ -1,0 +1,140 @@
+"""Every rule of the workflow fits the remote profiles, and the credential guard of profiles/aws-batch.
+
+snakemake-executor-plugin-aws-batch reads `_gpus` (not `gpu`), accepts only Fargate's
+(memory, vCPU) pairs (silently lowering other memory values) and takes one timeout for all jobs; the
+SageMaker executor needs each rule to fit an instance. When a stage adds or changes a rule, this test
+says which profile entry it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yte
+
+from anywhere_support import REPO, copy_cohort, copy_workflow, tiny_config
+from snakemake_executor_plugin_aws_batch.constant import VALID_RESOURCES_MAPPING
+from snakemake_executor_plugin_sagemaker.instances import InstanceChoiceError, choose_instance
+from snakemake_executor_plugin_sagemaker.jobspec import MAX_RUNTIME_S
+from tessera.errors import InputError
+from tessera.profiles import refuse_job_credentials
+
+# Prints every rule with its declared resources (None where a resource is computed per job).
+LIST_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path("Snakefile"), workdir=Path("."),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]))._workflow
+    rules = [{"name": r.name, "local": r.name in wf._localrules or r.norun or r.is_template_engine,
+              "resources": {k: None if v.is_evaluable() else v.value for k, v in r.resources.items()}}
+             for r in wf.rules]
+print("RULES=" + json.dumps(rules))
+"""
+
+
+def _profile(name: str) -> dict:
+    with open(REPO / "profiles" / name / "config.v8+.yaml") as f:
+        return yte.process_yaml(f, require_use_yte=True)
+
+
+def _defaults(profile: dict) -> dict[str, int]:
+    return {k: int(v) for k, v in (item.split("=", 1) for item in profile.get("default-resources", []))}
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory, tiny_cohort) -> list[dict]:
+    workdir = copy_workflow(tmp_path_factory.mktemp("rules") / "wf")
+    copy_cohort(tiny_cohort, workdir / "cohort")
+    run = subprocess.run([sys.executable, "-c", LIST_RULES, str(tiny_config(workdir, "cohort"))], cwd=workdir,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(line for line in run.stdout.splitlines() if line.startswith("RULES="))
+    return [r for r in json.loads(line.removeprefix("RULES=")) if not r["local"]]
+
+
+def test_the_workflow_has_remote_rules(rules):
+    assert {"patch_slides", "slides_qc"} <= {r["name"] for r in rules}
+
+
+def test_every_rule_fits_profiles_aws_batch(rules):
+    profile = _profile("aws-batch")
+    overrides = profile.get("set-resources", {})
+    defaults = _defaults(profile)
+    timeout = int(profile["aws-batch-task-timeout"])
+    problems = []
+    for rule in rules:
+        name, res = rule["name"], rule["resources"]
+        fix = f"profiles/aws-batch/config.v8+.yaml, set-resources: {name}:"
+        override = overrides.get(name, {})
+        gpu, threads = res.get("gpu", 0), res.get("_cores")
+        if gpu is None or threads is None:
+            problems.append(f"{name}: declare gpu and threads as numbers (computed values cannot be checked)")
+            continue
+        if int(override.get("_gpus", 0)) != gpu:
+            problems.append(f"{name}: declares gpu={gpu} but the plugin reads _gpus; put `_gpus: {gpu}` in {fix}"
+                            if gpu else f"{name}: a CPU rule must not set _gpus in {fix}")
+        declared = res.get("mem_mb", defaults.get("mem_mb"))
+        mem = int(override.get("mem_mb", declared or 0))
+        if declared is None and "mem_mb" not in override:
+            problems.append(f"{name}: its mem_mb is computed per job; give a fixed one in {fix}")
+        elif threads not in VALID_RESOURCES_MAPPING.get(mem, []):
+            valid = sorted(m for m, cpus in VALID_RESOURCES_MAPPING.items() if threads in cpus and m >= (declared or 0))
+            problems.append(f"{name}: mem_mb={mem} with {threads} thread(s) is not a pair the plugin accepts (it "
+                            f"would lower the memory); put `mem_mb: {valid[0] if valid else '?'}` in {fix}")
+        elif declared is not None and mem < declared:
+            problems.append(f"{name}: {fix} mem_mb={mem} is less than the rule's {declared}")
+        runtime = res.get("runtime", defaults.get("runtime"))
+        if runtime is not None and runtime * 60 > timeout:
+            problems.append(f"{name}: runtime {runtime} min exceeds aws-batch-task-timeout {timeout} s")
+    stale = set(overrides) - {r["name"] for r in rules}
+    problems += [f"set-resources names {r}, which is not a remote rule of the workflow" for r in sorted(stale)]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_rule_fits_profiles_sagemaker(rules):
+    profile = _profile("sagemaker")
+    defaults = _defaults(profile)
+    overrides = profile.get("set-resources", {})
+    problems = []
+    for rule in rules:
+        res = {**rule["resources"], **overrides.get(rule["name"], {})}
+        mem_mb = res.get("mem_mb", defaults.get("mem_mb")) or 0
+        try:
+            choose_instance(res.get("_cores") or 1, int(mem_mb * 1e6 / 2**20), res.get("gpu") or 0,
+                            profile["sagemaker-gpu-instance-type"], res.get("sagemaker_instance_type"))
+        except InstanceChoiceError as e:
+            problems.append(f"{rule['name']}: {e}")
+        runtime = res.get("runtime", defaults.get("runtime"))
+        if runtime is None or not 0 < runtime * 60 <= MAX_RUNTIME_S:
+            problems.append(f"{rule['name']}: runtime {runtime} min is not a SageMaker maximum runtime")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "argv, environ, found",
+    [
+        (["snakemake", "--storage-s3-access-key", "AKIA..."], {}, "--storage-s3-access-key"),
+        (["snakemake", "--storage-s3-secret-key=abc"], {}, "--storage-s3-secret-key"),
+        (["snakemake"], {"SNAKEMAKE_STORAGE_S3_TOKEN": "x"}, "SNAKEMAKE_STORAGE_S3_TOKEN"),
+        (["snakemake", "--envvars", "OMP_NUM_THREADS", "AWS_SECRET_ACCESS_KEY", "--jobs", "4"], {},
+         "--envvars AWS_SECRET_ACCESS_KEY"),
+        (["snakemake", "--envvars=GITHUB_TOKEN"], {}, "--envvars GITHUB_TOKEN"),
+    ],
+)
+def test_credentials_for_jobs_are_refused(argv, environ, found):
+    with pytest.raises(InputError, match="job role") as err:
+        refuse_job_credentials(argv, environ)
+    assert found in str(err.value)
+
+
+def test_a_clean_command_line_passes():
+    refuse_job_credentials(["snakemake", "--profile", "profiles/aws-batch", "--envvars", "OMP_NUM_THREADS",
+                            "--storage-s3-region", "eu-west-2"], {"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": ""})
