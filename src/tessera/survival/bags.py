@@ -64,6 +64,18 @@ class BagStore:
         self._cache: dict[str, Bag] = {}
         self._cache_left = cache_bytes
 
+    def fingerprint(self) -> str:
+        """Hash of the slides in the bags and their files' size and modification time (re-extracted features
+        change it): part of the name of a deep model's Optuna studies."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for patient, slides in sorted(self._slides.items()):
+            for slide_id, rel in slides:
+                st = (self.workdir / rel).stat()
+                h.update(f"{patient}\t{slide_id}\t{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:12]
+
     @property
     def patients(self) -> list[str]:
         return sorted(self._slides)

@@ -78,6 +78,13 @@ def data_fingerprint(data: SurvivalData) -> str:
     return h.hexdigest()[:12]
 
 
+def _study_key(spec: ModelSpec, cv: CVSettings, data: SurvivalData, bags=None) -> str:
+    """Everything that defines a fold's study: the model entry, the splits and the data (bags included)."""
+    return H.study_key(spec.kind, spec.params, spec.search, spec.n_trials, spec.pca, spec.seed, spec.encoder,
+                       cv.n_splits, cv.n_repeats, cv.seed, cv.inner_splits, data_fingerprint(data),
+                       bags.fingerprint() if bags is not None else None)
+
+
 def inner_cv_score(spec: ModelSpec, params: dict, train: SurvivalData, n_splits: int, seed: int, *,
                    horizon: float, n_jobs: int = 1, bags=None, device=None) -> float:
     """Mean Harrell's C of ``params`` over stratified inner folds of ``train`` (the HPO objective)."""
@@ -139,8 +146,7 @@ def run_cv(spec: ModelSpec, data: SurvivalData, cv: CVSettings, ev: EvalSettings
     """
     folds = outer_folds(data.y, cv.n_splits, cv.n_repeats, cv.seed)
     frame = time_frame(data.y, folds, ev)
-    key = H.study_key(spec.kind, spec.params, spec.search, spec.n_trials, spec.pca, spec.seed,
-                      cv.inner_splits, data_fingerprint(data))
+    key = _study_key(spec, cv, data, bags)
     parallel = spec.kind in TABULAR_KINDS and cv.n_jobs > 1
     fold_jobs = min(cv.n_jobs, len(folds)) if parallel else 1
     inner_jobs = max(1, threads // fold_jobs)
@@ -156,7 +162,6 @@ def run_cv(spec: ModelSpec, data: SurvivalData, cv: CVSettings, ev: EvalSettings
 def fit_final(spec: ModelSpec, data: SurvivalData, cv: CVSettings, ev: EvalSettings, hpo: HPOSettings, *,
               threads: int = 1, bags=None, device=None):
     """The model for later use: tuned on inner folds of all patients, fitted on all of them."""
-    key = H.study_key(spec.kind, spec.params, spec.search, spec.n_trials, spec.pca, spec.seed,
-                      cv.inner_splits, data_fingerprint(data))
+    key = _study_key(spec, cv, data, bags)
     return tune_and_fit(spec, data, f"{spec.name}-{key}-final", cv, hpo, horizon=resolve_horizon(data.y, ev.horizon_days),
                         n_jobs=threads, bags=bags, device=device)
