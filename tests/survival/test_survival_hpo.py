@@ -107,3 +107,33 @@ def test_tuning_sees_only_the_training_fold(tmp_path, monkeypatch):
         assert len(seen) == 2
         assert all(s == set(data.patient_id[fold.train]) for s in seen)
         assert all(not s & set(data.patient_id[fold.test]) for s in seen)
+
+
+def test_refit_falls_back_to_the_next_best_trial_when_the_solver_fails(tmp_path, monkeypatch):
+    """Coxnet can fail on a whole training fold with a penalty that worked on its inner folds."""
+    from tessera.survival.tabular import TabularModel
+
+    rng = np.random.default_rng(1)
+    n = 40
+    X = pd.DataFrame({"clinical__x": rng.normal(size=n)})
+    data = SurvivalData(np.array([f"P{i:02d}" for i in range(n)]), X, make_y(rng.uniform(10, 900, n), rng.random(n) < 0.6))
+    real_fit = TabularModel.fit
+
+    def fragile_fit(self, X, y):
+        if len(y) == n and self.params["alpha"] < 0.1:  # fails on the whole set only
+            raise ArithmeticError("Numerical error, because weights are too large")
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(TabularModel, "fit", fragile_fit)
+    spec = ModelSpec("m", "coxnet", search={"alpha": {"type": "float", "low": 0.001, "high": 1.0, "log": True}},
+                     n_trials=6)
+    monkeypatch.setattr(experiment.H, "tune", lambda *a, **k: {
+        "best_params": {"alpha": 0.01}, "ranked_params": [{"alpha": 0.01}, {"alpha": 0.05}, {"alpha": 0.5}],
+        "best_value": 0.7, "n_trials": 6, "n_failed": 0, "resumed": False})
+    learner, params, summary = experiment.tune_and_fit(spec, data, "s", CVSettings(), HPOSettings(str(tmp_path)),
+                                                       horizon=300.0)
+    assert params["alpha"] == 0.5 and summary["refit_rank"] == 2
+    with pytest.raises(InputError, match="cannot be fitted on 40 training patients") as err:
+        experiment.tune_and_fit(ModelSpec("m", "coxnet", params={"alpha": 0.01}), data, "s", CVSettings(),
+                                HPOSettings(str(tmp_path)), horizon=300.0)
+    assert "larger penalty" in str(err.value)

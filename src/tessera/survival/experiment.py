@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from joblib import Parallel, delayed
 
+from tessera.errors import InputError
 from tessera.survival import hpo as H
 from tessera.survival.cv import Fold, inner_folds, outer_folds
 from tessera.survival.data import SurvivalData, check_has_events
@@ -25,6 +26,9 @@ from tessera.survival.settings import TABULAR_KINDS, CVSettings, EvalSettings, H
 from tessera.survival.tabular import TabularModel
 
 log = logging.getLogger(__name__)
+
+#: Errors of a solver that failed on its data (not of the code): the caller may try other parameters.
+SOLVER_ERRORS = (ArithmeticError, np.linalg.LinAlgError)
 
 
 @dataclass
@@ -102,7 +106,7 @@ def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSetting
 
     Returns (fitted learner, parameters used, HPO summary or None).
     """
-    params, summary = dict(spec.params), None
+    summary, candidates = None, [{}]
     if spec.search:
         def objective(trial_params):
             return inner_cv_score(spec, {**spec.params, **trial_params}, train, cv.inner_splits, spec.seed,
@@ -110,9 +114,24 @@ def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSetting
 
         summary = H.tune(objective, spec.search, n_trials=spec.n_trials, storage_dir=hpo.storage_dir,
                          study_name=study, seed=spec.seed, timeout_s=hpo.timeout_s)
-        params.update(summary["best_params"])
-    learner = _fit(make_learner(spec, params, horizon=horizon, n_jobs=n_jobs, bags=bags, device=device), train)
-    return learner, params, summary
+        candidates = summary.pop("ranked_params")
+    # A solver can fail on the whole training part with values that worked on its inner folds (e.g. a
+    # Coxnet penalty too small for these features): the next-best trial is used then, and recorded.
+    for rank, tuned in enumerate(candidates):
+        params = {**spec.params, **tuned}
+        try:
+            learner = _fit(make_learner(spec, params, horizon=horizon, n_jobs=n_jobs, bags=bags, device=device),
+                           train)
+        except SOLVER_ERRORS as e:
+            log.warning("%s (%s): fitting %s failed: %s", spec.name, study, params, e)
+            continue
+        if summary is not None:
+            summary["refit_rank"] = rank
+        return learner, params, summary
+    raise InputError(f"model {spec.name} cannot be fitted on {len(train)} training patients with "
+                     f"{'any tuned parameter set' if spec.search else f'parameters {spec.params}'} (see the job log)",
+                     field=f"survival.models[{spec.name}].params",
+                     fix="use a larger penalty (alpha), fewer features (pca) or a search space")
 
 
 def run_fold(spec: ModelSpec, data: SurvivalData, fold: Fold, frame: TimeFrame, cv: CVSettings, hpo: HPOSettings,

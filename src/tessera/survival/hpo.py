@@ -60,7 +60,8 @@ def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, stor
     The study is stored in ``{storage_dir}/{study_name}.sqlite3``; trials already finished there
     count towards ``n_trials``. A trial whose objective raises one of ``catch`` (e.g. a solver that
     does not converge) is recorded as failed and the search goes on. Returns ``{best_params,
-    best_value, n_trials, n_failed, resumed}``; raises :class:`InputError` when every trial failed.
+    best_value, ranked_params (completed trials, best first), n_trials, n_failed, resumed}``; raises
+    :class:`InputError` when every trial failed.
     """
     storage_dir = Path(storage_dir)
     storage_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,9 @@ def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, stor
     if not complete:
         raise InputError(f"every trial of study {study_name} failed",
                          fix="widen or move the search space (e.g. larger penalties), see the job log")
-    best = max(complete, key=lambda t: (t.value, -t.number))
+    ranked = sorted(complete, key=lambda t: (-t.value, t.number))
+    best = ranked[0]
     return {"best_params": best.params, "best_value": float(best.value),
+            "ranked_params": [t.params for t in ranked],
             "n_trials": len(study.get_trials(deepcopy=False, states=FINISHED)),
             "n_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))), "resumed": done > 0}
