@@ -108,11 +108,8 @@ def test_demo_planted_signal_is_recovered(tmp_path):
     for key in ("slides", "clinical", "genomics", "reference", "annotation"):
         cfg[key] = str(tmp_path / cfg[key])
     cfg["survival"]["cohort"]["modalities"] = ["clinical", "pathology", "genomics"]
-    cfg["survival"]["models"] = [
-        next(m for m in cfg["survival"]["models"] if m["name"] == "coxnet"),
-        {"name": "porpoise", "kind": "porpoise", "encoder": "hipt256", "modalities": ["clinical", "genomics"],
-         "params": {"fusion": "bilinear", "epochs": 20, "lr": 0.0005}},
-    ]
+    shipped = {m["name"]: m for m in cfg["survival"]["models"]}
+    cfg["survival"]["models"] = [shipped["coxnet"], {**shipped["porpoise"], "encoder": "hipt256"}]
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     run = _snakemake(tmp_path, "results/models/summary.tsv", timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
