@@ -4,8 +4,11 @@
 # job that falls back to CPU). Each model's config entry is passed as params, so changing one model's
 # settings reruns that model only.
 
+from snakemake.logging import logger
+
 from tessera.survival.settings import (
     cohort_inputs,
+    cv_blocker,
     family_models,
     family_outputs,
     model_inputs,
@@ -19,7 +22,15 @@ SURVIVAL = parse_survival_config(
 )
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
 SURVIVAL_SHARED = {k: v for k, v in config.get("survival", {}).items() if k != "models"}
-SURVIVAL_TARGETS = ["results/models/summary.tsv"] if SURVIVAL.models else []
+# A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
+SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv)
+SURVIVAL_ACTIVE = bool(SURVIVAL.models) and SURVIVAL_BLOCKED is None
+SURVIVAL_TARGETS = ["results/models/summary.tsv"] if SURVIVAL_ACTIVE else []
+if SURVIVAL.models and SURVIVAL_BLOCKED:
+    logger.warning(
+        f"tessera: no survival models in this run: {SURVIVAL_BLOCKED}. "
+        "Fix: lower survival.cv.n_splits, or use a larger cohort."
+    )
 
 
 rule survival_cohort:
@@ -34,7 +45,7 @@ rule survival_cohort:
     conda:
         "../envs/survival.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=4096,
     params:
         cohort=SURVIVAL.cohort,
     script:
@@ -51,12 +62,14 @@ rule survival_tabular:
     benchmark:
         "logs/benchmarks/survival/{model}.tsv"
     wildcard_constraints:
-        model=name_constraint(family_models(SURVIVAL, "survival_tabular")),
+        model=name_constraint(
+            family_models(SURVIVAL, "survival_tabular", SURVIVAL_ACTIVE)
+        ),
     conda:
         "../envs/survival.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=8192,
         runtime=240,
     params:
         model=lambda wc: SURVIVAL_ENTRIES[wc.model],
@@ -75,12 +88,14 @@ rule survival_ranking:
     benchmark:
         "logs/benchmarks/survival/{model}.tsv"
     wildcard_constraints:
-        model=name_constraint(family_models(SURVIVAL, "survival_ranking")),
+        model=name_constraint(
+            family_models(SURVIVAL, "survival_ranking", SURVIVAL_ACTIVE)
+        ),
     conda:
         "../envs/survival.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=8192,
         runtime=240,
     params:
         model=lambda wc: SURVIVAL_ENTRIES[wc.model],
@@ -99,13 +114,14 @@ rule survival_deep:
     benchmark:
         "logs/benchmarks/survival/{model}.tsv"
     wildcard_constraints:
-        model=name_constraint(family_models(SURVIVAL, "survival_deep")),
+        model=name_constraint(family_models(SURVIVAL, "survival_deep", SURVIVAL_ACTIVE)),
     conda:
         "../envs/survival.yaml"
     threads: 2
     resources:
         gpu=1,
-        mem_mb=16000,
+        # bags cached up to 4 GiB (BagStore) plus the network; fits a 16 GiB GPU instance
+        mem_mb=12288,
         runtime=480,
     params:
         model=lambda wc: SURVIVAL_ENTRIES[wc.model],
@@ -125,6 +141,6 @@ rule survival_summary:
     conda:
         "../envs/survival.yaml"
     resources:
-        mem_mb=1000,
+        mem_mb=2048,
     script:
         "../scripts/survival_summary.py"

@@ -16,6 +16,8 @@ from tessera.survival.settings import (
     HPOSettings,
     PorpoiseParams,
     cohort_inputs,
+    cv_blocker,
+    family_models,
     model_files,
     parse_survival_config,
 )
@@ -78,3 +80,14 @@ def test_rule_families_cover_every_kind_and_inputs_follow_modalities(config):
     assert inputs["genomic_embeddings"] == f"results/genomics/{config['genomics_model']['name']}/embeddings.parquet"
     assert "slide_embeddings" not in cohort_inputs(config)  # the demo config: no pathology until that stage merges
     assert PorpoiseParams.from_dict({}).n_bins == 4
+
+
+def test_a_cohort_too_small_for_the_folds_gets_no_survival_jobs():
+    cv = CVSettings(n_splits=5)
+    assert cv_blocker([1, 0] * 10, cv) is None
+    assert "3 event(s), fewer than survival.cv.n_splits = 5" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], cv)
+    assert "2 censored patient(s)" in cv_blocker([1] * 8 + [0, 0], cv)
+    assert cv_blocker([1] * 8, cv) is None  # no censoring at all is fine
+    settings = parse_survival_config({"models": [{"name": "a", "kind": "rsf"}, {"name": "b", "kind": "porpoise"}]})
+    assert family_models(settings, "survival_tabular") == ["a"] and family_models(settings, "survival_deep") == ["b"]
+    assert family_models(settings, "survival_tabular", active=False) == []

@@ -269,9 +269,24 @@ def model_inputs(settings: SurvivalSettings, name: str) -> dict[str, str]:
     return inputs
 
 
-def family_models(settings: SurvivalSettings, family: str) -> list[str]:
-    """Names of the configured models a rule family runs."""
-    return [m.name for m in settings.models if m.kind in FAMILIES[family]]
+def cv_blocker(event, cv: CVSettings) -> str | None:
+    """Why the configured cross-validation cannot run on a clinical table's ``event`` column (None if it can).
+
+    Cheap (parse time). The same condition stops a model job with an error; the workflow uses this to
+    leave the survival models out of a cohort too small for them instead of failing the whole run.
+    """
+    n_events = int(sum(int(e) for e in event))
+    n_censored = len(event) - n_events
+    if n_events < cv.n_splits:
+        return f"the clinical table has {n_events} event(s), fewer than survival.cv.n_splits = {cv.n_splits}"
+    if 0 < n_censored < cv.n_splits:
+        return f"the clinical table has {n_censored} censored patient(s), fewer than survival.cv.n_splits = {cv.n_splits}"
+    return None
+
+
+def family_models(settings: SurvivalSettings, family: str, active: bool = True) -> list[str]:
+    """Names of the configured models a rule family runs (none when not ``active``)."""
+    return [m.name for m in settings.models if m.kind in FAMILIES[family]] if active else []
 
 
 def family_outputs(family: str) -> list[str]:
