@@ -45,4 +45,4 @@ lint: $(STAMP)
 	$(BIN)/hadolint containers/Dockerfile
 
 clean-demo:
-	rm -rf $(DEMO) results logs .snakemake
+	rm -rf $(DEMO) results logs .snakemake .tessera

@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/slides.smk"
+include: "rules/pathology.smk"
 include: "rules/genomics.smk"
 include: "rules/explain.smk"
 include: "rules/survival.smk"
@@ -23,6 +24,11 @@ rule all:
     default_target: True
     input:
         "results/qc/slides.tsv",
+        expand("results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS),
+        expand(
+            "results/features/{encoder}/slide_embeddings.parquet",
+            encoder=PATHOLOGY_ENCODERS,
+        ),
         f"results/genomics/{NT_MODEL}/embeddings.parquet",
         explain_targets(),
         SURVIVAL_TARGETS,

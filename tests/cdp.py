@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -94,10 +96,12 @@ def inspect_page(url: str, checks: dict[str, str] | None = None, screenshot: Pat
     binary = find_chromium()
     if binary is None:
         raise FileNotFoundError("chromium is not installed")
+    # Chromium's helper processes (zygote, renderers, crashpad) outlive its main process for a moment
+    # and keep writing into the profile: run it in its own session and end the whole group.
     with tempfile.TemporaryDirectory(prefix="tessera-chromium-") as profile:
         log = open(Path(profile) / "chromium.log", "wb")
         proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},900",
-                                 "about:blank"], stdout=log, stderr=log)
+                                 "about:blank"], stdout=log, stderr=log, start_new_session=True)
         try:
             port_file, deadline = Path(profile) / "DevToolsActivePort", time.monotonic() + timeout
             while not (port_file.exists() and port_file.read_text().strip()):
@@ -134,9 +138,25 @@ def inspect_page(url: str, checks: dict[str, str] | None = None, screenshot: Pat
             s.ws.close()
             return report
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _end_group(proc)
             log.close()
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM Chromium's process group, SIGKILL what is left, and wait until every member is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the group outlives its leader until the helpers exit
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

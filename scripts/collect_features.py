@@ -1,0 +1,13 @@
+"""Adapter for rule collect_features: an encoder's cohort index and slide embeddings."""
+
+from tessera.pathology.collect import collect_encoder
+from tessera.runlog import log_to
+
+with log_to(snakemake.log[0]):
+    collect_encoder(
+        snakemake.wildcards.encoder,
+        snakemake.params.shard_dirs,
+        list(snakemake.input),
+        snakemake.output.index,
+        snakemake.output.embeddings,
+    )

@@ -1,0 +1,189 @@
+"""Model weights: official checkpoints loaded strictly and safely, or random weights when asked for.
+
+Accepted files (local path or ``s3://`` URI):
+
+* PyTorch pickles such as HIPT's ``vit256_small_dino.pth`` / ``vit4k_xs_dino.pth``: full DINO training
+  dicts with the weights under ``teacher`` (else ``state_dict`` or ``model``, else the dict itself),
+  keys prefixed ``backbone.`` (and ``module.`` when saved from DDP), the DINO projection head
+  ``head.*``, optimizer state, and an ``argparse.Namespace`` under ``args``. They are unpickled with
+  ``torch.load(weights_only=True)`` and only ``argparse.Namespace`` allow-listed: nothing else can run.
+* safetensors files (the same keys, with or without the prefixes).
+
+Loading is strict, unlike the official ``strict=False``: every parameter of the model must be present
+with its shape, and no key may be left over except the DINO head; otherwise an
+:class:`~tessera.errors.InputError` lists what is missing, unexpected or mismatched. The file's SHA-256
+is recorded with the outputs.
+
+``random`` builds the architecture with DINO's initialisation from a fixed seed (the same weights in
+every job, so shards stay comparable); outputs then say so, and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tessera.errors import InputError
+from tessera.pathology.params import RANDOM
+from tessera.pathology.registry import EncoderSpec
+from tessera.uri import local_file
+
+log = logging.getLogger(__name__)
+
+#: The only non-torch type the official DINO checkpoints need to unpickle.
+SAFE_GLOBALS = [argparse.Namespace]
+#: Sub-dicts that hold the weights, in order of preference (DINO saves ``teacher`` and ``student``).
+WEIGHT_KEYS = ("teacher", "state_dict", "model")
+#: Key prefixes stripped from the front of every key, in this order.
+PREFIXES = ("module.", "backbone.")
+#: Keys of DINO's projection head, used only for training.
+IGNORED_PREFIX = "head."
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where an encoder's weights came from: ``source`` (path/URI or ``random``), ``sha256`` of the file."""
+
+    source: str
+    sha256: str
+    random: bool
+    seed: int | None = None
+
+    def attrs(self, prefix: str = "weights") -> dict[str, object]:
+        """HDF5 attributes: ``{prefix}``, ``{prefix}_sha256``, ``{prefix}_random`` (and ``_seed`` if random)."""
+        out: dict[str, object] = {prefix: self.source, f"{prefix}_sha256": self.sha256, f"{prefix}_random": self.random}
+        if self.random:
+            out[f"{prefix}_seed"] = self.seed
+        return out
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors files start with an 8-byte little-endian header length, then a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < os.path.getsize(path)
+
+
+def read_checkpoint(path: str | os.PathLike, *, label: str | None = None) -> object:
+    """The object stored in a checkpoint file, unpickled with the allow-list only (or safetensors)."""
+    path = Path(path)
+    label = label or str(path)
+    if _is_safetensors(path):
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle refusals and corrupt archives alike
+        detail = str(e).strip().splitlines()
+        unsupported = [line.strip() for line in detail if "Unsupported global" in line or "GLOBAL" in line]
+        raise InputError(
+            "cannot read the checkpoint safely: "
+            + ("it needs a type outside the allow-list (" + "; ".join(unsupported[:3]) + ")" if unsupported
+               else f"{type(e).__name__}: {detail[-1] if detail else e}"),
+            file=label,
+            fix="give a PyTorch state dict or DINO checkpoint (tensors, plain containers, argparse.Namespace), or "
+                "convert the weights to safetensors; tessera never unpickles arbitrary objects",
+        ) from e
+
+
+def backbone_state_dict(obj: object, *, label: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The backbone weights of a checkpoint object: sub-dict chosen, prefixes stripped, DINO head dropped."""
+    state = obj
+    if isinstance(obj, dict):
+        for key in WEIGHT_KEYS:
+            if isinstance(obj.get(key), dict):
+                log.info("%s: weights taken from '%s'", label, key)
+                state = obj[key]
+                break
+    if not isinstance(state, dict) or not state:
+        raise InputError("holds no state dict", file=label,
+                         fix="give a file with a 'teacher' or 'state_dict' dict, or a flat name → tensor dict")
+    out: dict[str, torch.Tensor] = {}
+    dropped = 0
+    for key, value in state.items():
+        name = str(key)
+        for prefix in PREFIXES:
+            name = name.removeprefix(prefix)
+        if name.startswith(IGNORED_PREFIX):
+            dropped += 1
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"entry '{key}' is a {type(value).__name__}, not a tensor", file=label,
+                             fix="point the weights setting at a checkpoint of model parameters")
+        out[name] = value
+    if dropped:
+        log.info("%s: ignored %d DINO head tensors (%s*)", label, dropped, IGNORED_PREFIX)
+    return out
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, label: str, expected_file: str = "") -> None:
+    """Copy ``state`` into ``model``; every parameter must match by name and shape, nothing may be left over."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{len(missing)} missing: {_listing(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {_listing(unexpected)}" if unexpected else "",
+                 f"{len(mismatched)} with another shape: {_listing(mismatched)}" if mismatched else ""]
+        raise InputError(
+            f"does not fit the {type(model).__name__} architecture ({len(own)} tensors expected): "
+            + "; ".join(p for p in parts if p),
+            file=label,
+            fix=f"point the weights at the right checkpoint{f' ({expected_file})' if expected_file else ''}, "
+                "for the same architecture",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def build_encoder(spec: EncoderSpec, weights: str, seed: int = 0) -> tuple[torch.nn.Module, Weights]:
+    """The encoder of ``spec`` in eval mode, with ``weights`` (a path, an ``s3://`` URI or ``random``).
+
+    Random weights come from ``torch.manual_seed(seed)`` in a forked RNG (the caller's RNG is untouched).
+    """
+    if not weights:
+        raise InputError(f"no weights given for encoder '{spec.name}'", field=f"pathology.weights.{spec.name}",
+                         fix=f"set it to the path or s3:// URI of {spec.checkpoint or 'its checkpoint'}, or to 'random'")
+    if weights == RANDOM:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = spec.build()
+        log.warning("encoder %s uses RANDOM weights (seed %d): its features carry no pretrained knowledge; "
+                    "set pathology.weights.%s to a checkpoint for real use", spec.name, seed, spec.name)
+        info = Weights(RANDOM, "", True, seed)
+    else:
+        model = spec.build()
+        with local_file(weights) as path:
+            if not path.is_file():
+                raise InputError(f"weights file not found for encoder '{spec.name}'", file=str(weights),
+                                 field=f"pathology.weights.{spec.name}", fix="correct the path or URI")
+            digest = sha256_file(path)
+            state = backbone_state_dict(read_checkpoint(path, label=str(weights)), label=str(weights))
+        load_strict(model, state, label=str(weights), expected_file=spec.checkpoint)
+        log.info("encoder %s: loaded %d tensors from %s (sha256 %s)", spec.name, len(state), weights, digest)
+        info = Weights(str(weights), digest, False)
+    model.eval().requires_grad_(False)
+    return model, info

@@ -1,0 +1,51 @@
+"""The pathology config section is checked before any job runs, with errors that name the key and the fix."""
+
+import pytest
+
+from tessera.errors import InputError
+from tessera.pathology.params import ExtractParams, check_pathology_config, uses_random_weights
+
+
+def config(**pathology):
+    return {"patching": {"patch_size": 256}, "pathology": {"weights": {"hipt256": "random", "hipt4k": "random"},
+                                                         **pathology}}
+
+
+def test_valid_configs():
+    assert check_pathology_config(config()).outputs == ("hipt256", "hipt4k")
+    only_regions = check_pathology_config(config(encoders=["hipt4k"]))
+    assert only_regions.outputs == ("hipt4k",) and only_regions.patch.name == "hipt256"
+    assert uses_random_weights(config()) == ["hipt256", "hipt4k"]
+    p = ExtractParams.from_config({**config()["pathology"], "encoders": ["hipt256"], "threads": 3, "mem_mb": 1})
+    assert p.encoders == ("hipt256",) and p.weights["hipt256"] == "random"
+
+
+@pytest.mark.parametrize("cfg, field, text", [
+    (config(encoders=["hipt512"]), "pathology.encoders", "unknown encoder 'hipt512'. Fix: use one of hipt256, hipt4k"),
+    ({"pathology": {"encoders": ["hipt4k"], "weights": {"hipt4k": "random"}}}, "pathology.weights.hipt256",
+     "no weights for encoder 'hipt256' (needed by hipt4k)"),
+    ({"pathology": {}}, "pathology.weights.hipt256", "or 'random' for a demo or test run"),
+    (config(weights={"hipt256": "/no/such/vit256_small_dino.pth", "hipt4k": "random"}), "pathology.weights.hipt256",
+     "weights file '/no/such/vit256_small_dino.pth' not found"),
+    ({**config(), "patching": {"patch_size": 224}}, "patching.patch_size", "reads 256-px patches"),
+])
+def test_invalid_configs_name_the_key_and_the_fix(cfg, field, text):
+    with pytest.raises(InputError) as err:
+        check_pathology_config(cfg)
+    assert err.value.field == field and text in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_schema_defaults_agree_with_the_code():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schemas/config.schema.yaml").read_text())
+    keys = schema["properties"]["pathology"]["properties"]
+    defaults = ExtractParams()
+    for f in fields(ExtractParams):
+        expected = getattr(defaults, f.name)
+        assert keys[f.name]["default"] == (list(expected) if isinstance(expected, tuple) else expected), f.name
+        assert keys[f.name].get("description"), f.name
+    assert {"threads", "mem_mb", "runtime_min"} <= set(keys)  # rule settings, not library ones
