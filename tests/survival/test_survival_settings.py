@@ -78,7 +78,8 @@ def test_rule_families_cover_every_kind_and_inputs_follow_modalities(config):
                                                               "pathology_encoder": "hipt4k", "genomics_model": None}}})
     assert inputs["slide_embeddings"] == "results/features/hipt4k/slide_embeddings.parquet"
     assert inputs["genomic_embeddings"] == f"results/genomics/{config['genomics_model']['name']}/embeddings.parquet"
-    assert "slide_embeddings" not in cohort_inputs(config)  # the demo config: no pathology until that stage merges
+    assert "slide_embeddings" in cohort_inputs(config)  # the demo uses every modality
+    assert "slide_embeddings" not in cohort_inputs({**config, "survival": {"cohort": {"modalities": ["clinical"]}}})
     assert PorpoiseParams.from_dict({}).n_bins == 4
 
 

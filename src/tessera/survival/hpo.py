@@ -66,7 +66,7 @@ def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, stor
     storage_dir = Path(storage_dir)
     storage_dir.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(storage_dir / f'{study_name}.sqlite3').resolve()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are expected; counted in the summary
     probe = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     done = len(probe.get_trials(deepcopy=False, states=FINISHED))
     # A resumed study gets a sampler seeded past the trials it already has, so it does not replay them.

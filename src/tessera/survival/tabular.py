@@ -11,7 +11,7 @@ Kinds (``survival.models[].kind``):
 kind            estimator                                        risk score
 ==============  ==============================================  ===================================
 cox_ridge       ``sksurv.linear_model.CoxPHSurvivalAnalysis``    linear predictor (ridge ``alpha``)
-coxnet          ``sksurv.linear_model.CoxnetSurvivalAnalysis``   linear predictor at ``alpha``
+coxnet          ``sksurv.linear_model.CoxnetSurvivalAnalysis``   linear predictor at ``alpha`` (warm-started path)
 rsf             ``sksurv.ensemble.RandomSurvivalForest``         expected number of events
 gbsa            :class:`~tessera.survival.boosting.GradientBoostingSurvival` (Cox loss)
 svm             ``sksurv.svm.FastSurvivalSVM``                   ranking score (sign made risk-like)
@@ -60,6 +60,7 @@ DEFAULTS: dict[str, dict] = {
     "rf_classifier": {"n_estimators": 500, "min_samples_leaf": 5, "max_features": "sqrt"},
 }
 _SEEDED = ("rsf", "gbsa", "svm", "logistic", "rf_classifier")
+COXNET_PATH = 10  # penalties on Coxnet's warm-start path
 _THREADED = ("rsf", "rf_classifier")
 
 
@@ -80,8 +81,11 @@ def make_estimator(kind: str, params: dict, seed: int = 0, n_jobs: int = 1):
     if kind == "cox_ridge":
         return CoxPHSurvivalAnalysis(**p)
     if kind == "coxnet":
+        # A short path from 50x the penalty down to it, warm-started as glmnet does: the solver then
+        # converges where a cold start at a small penalty fails ("weights are too large"). The model
+        # predicts at the last (the requested) penalty; the solution is the same convex optimum.
         alpha = p.pop("alpha")
-        return CoxnetSurvivalAnalysis(alphas=[alpha], fit_baseline_model=True, **p)
+        return CoxnetSurvivalAnalysis(alphas=np.geomspace(50 * alpha, alpha, COXNET_PATH), fit_baseline_model=True, **p)
     if kind == "rsf":
         return RandomSurvivalForest(**p)
     if kind == "gbsa":
