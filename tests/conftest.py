@@ -60,8 +60,8 @@ def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> tuple[Path, Path]:
     """The demo cohort (seed 7, 48 patients) through the workflow's whole default target, once per test
-    session: the stages' known-answer tests on the demo share this run (it takes minutes on 2 cores).
-    Returns (working directory, cohort directory)."""
+    session, for the known-answer tests on the demo (it takes minutes on 2 cores: share it rather than
+    running the demo again). Returns (working directory, cohort directory)."""
     from tessera.demo import make_demo_cohort
 
     root = tmp_path_factory.mktemp("demo-run")
