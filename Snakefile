@@ -17,6 +17,7 @@ include: "rules/slides.smk"
 include: "rules/pathology.smk"
 include: "rules/genomics.smk"
 include: "rules/explain.smk"
+include: "rules/survival.smk"
 
 
 rule all:
@@ -30,3 +31,4 @@ rule all:
         ),
         f"results/genomics/{NT_MODEL}/embeddings.parquet",
         explain_targets(),
+        SURVIVAL_TARGETS,

@@ -55,3 +55,19 @@ def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """The demo cohort (seed 7, 48 patients) through the workflow's whole default target, once per test
+    session, for the known-answer tests on the demo (it takes minutes on 2 cores: share it rather than
+    running the demo again). Returns (working directory, cohort directory)."""
+    from tessera.demo import make_demo_cohort
+
+    root = tmp_path_factory.mktemp("demo-run")
+    cohort = make_demo_cohort(root / "demo", seed=7)
+    work = root / "work"
+    work.mkdir()
+    config = cohort_config(cohort, work, n_shards=4)
+    run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
+    return work, cohort

@@ -1,0 +1,146 @@
+# Survival stage: the cohort table (chosen modalities, missing-modality policy), one job per
+# configured model, and a summary comparing them. Rule families by what a model predicts: tabular
+# models with survival functions, ranking/classification models, and the multimodal deep model (a GPU
+# job that falls back to CPU). Each model's config entry is passed as params, so changing one model's
+# settings reruns that model only.
+
+from snakemake.logging import logger
+
+from tessera.survival.settings import (
+    cohort_inputs,
+    cv_blocker,
+    family_models,
+    family_outputs,
+    model_inputs,
+    name_constraint,
+    parse_survival_config,
+)
+
+SURVIVAL = parse_survival_config(
+    config.get("survival", {}),
+    file="config (merged from config/config.yaml and --configfile/--config)",
+)
+SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
+SURVIVAL_SHARED = {k: v for k, v in config.get("survival", {}).items() if k != "models"}
+# A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
+SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv)
+SURVIVAL_ACTIVE = bool(SURVIVAL.models) and SURVIVAL_BLOCKED is None
+SURVIVAL_TARGETS = ["results/models/summary.tsv"] if SURVIVAL_ACTIVE else []
+if SURVIVAL.models and SURVIVAL_BLOCKED:
+    logger.warning(
+        f"tessera: no survival models in this run: {SURVIVAL_BLOCKED}. "
+        "Fix: lower survival.cv.n_splits, or use a larger cohort."
+    )
+
+
+rule survival_cohort:
+    input:
+        unpack(lambda wc: cohort_inputs(config)),
+    output:
+        table="results/cohort/table.parquet",
+        excluded="results/cohort/excluded.tsv",
+        summary="results/cohort/summary.json",
+    log:
+        "logs/survival/cohort.log",
+    conda:
+        "../envs/survival.yaml"
+    resources:
+        mem_mb=4096,
+    params:
+        cohort=SURVIVAL.cohort,
+    script:
+        "../scripts/survival_cohort.py"
+
+
+rule survival_tabular:
+    input:
+        unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
+    output:
+        family_outputs("survival_tabular"),
+    log:
+        "logs/survival/{model}.log",
+    benchmark:
+        "logs/benchmarks/survival/{model}.tsv"
+    wildcard_constraints:
+        model=name_constraint(
+            family_models(SURVIVAL, "survival_tabular", SURVIVAL_ACTIVE)
+        ),
+    conda:
+        "../envs/survival.yaml"
+    threads: 2
+    resources:
+        mem_mb=8192,
+        runtime=240,
+    params:
+        model=lambda wc: SURVIVAL_ENTRIES[wc.model],
+        survival=SURVIVAL_SHARED,
+    script:
+        "../scripts/survival_model.py"
+
+
+rule survival_ranking:
+    input:
+        unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
+    output:
+        family_outputs("survival_ranking"),
+    log:
+        "logs/survival/{model}.log",
+    benchmark:
+        "logs/benchmarks/survival/{model}.tsv"
+    wildcard_constraints:
+        model=name_constraint(
+            family_models(SURVIVAL, "survival_ranking", SURVIVAL_ACTIVE)
+        ),
+    conda:
+        "../envs/survival.yaml"
+    threads: 2
+    resources:
+        mem_mb=8192,
+        runtime=240,
+    params:
+        model=lambda wc: SURVIVAL_ENTRIES[wc.model],
+        survival=SURVIVAL_SHARED,
+    script:
+        "../scripts/survival_model.py"
+
+
+rule survival_deep:
+    input:
+        unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
+    output:
+        family_outputs("survival_deep"),
+    log:
+        "logs/survival/{model}.log",
+    benchmark:
+        "logs/benchmarks/survival/{model}.tsv"
+    wildcard_constraints:
+        model=name_constraint(family_models(SURVIVAL, "survival_deep", SURVIVAL_ACTIVE)),
+    conda:
+        "../envs/survival.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        # bags cached up to 4 GiB (BagStore) plus the network; fits a 16 GiB GPU instance
+        mem_mb=12288,
+        runtime=480,
+    params:
+        model=lambda wc: SURVIVAL_ENTRIES[wc.model],
+        survival=SURVIVAL_SHARED,
+    script:
+        "../scripts/survival_model.py"
+
+
+rule survival_summary:
+    input:
+        expand("results/models/{model}/metrics.json", model=SURVIVAL_ENTRIES),
+    output:
+        tsv="results/models/summary.tsv",
+        png="results/models/summary.png",
+    log:
+        "logs/survival/summary.log",
+    conda:
+        "../envs/survival.yaml"
+    resources:
+        mem_mb=2048,
+    script:
+        "../scripts/survival_summary.py"

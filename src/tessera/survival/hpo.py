@@ -1,0 +1,90 @@
+"""Hyperparameter search with Optuna, resumable, for use inside one training fold.
+
+The caller supplies the objective (a score on inner splits of the training fold, never on the
+reporting fold). Each study lives in its own SQLite file, so an interrupted job that restarts picks
+up the finished trials and runs only the rest; the study name carries a hash of everything that
+defines it, so a changed search space or cohort starts a fresh study instead of mixing.
+
+A search space is a mapping ``{param: spec}`` with spec one of::
+
+    {type: float, low: 1e-3, high: 1.0, log: true}
+    {type: int, low: 1, high: 8, step: 1}
+    {type: categorical, choices: [sqrt, 0.5]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from tessera.errors import InputError
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+def suggest(trial: optuna.Trial, space: dict) -> dict:
+    """Draw one value per parameter of ``space`` from ``trial``."""
+    params = {}
+    for name, spec in space.items():
+        if spec["type"] == "float":
+            params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log", False)),
+                                               step=spec.get("step"))
+        elif spec["type"] == "int":
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log", False)),
+                                             step=spec.get("step", 1))
+        else:
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+    return params
+
+
+def study_key(*parts: object) -> str:
+    """Short stable hash of JSON-serialisable parts (model spec, CV settings, cohort checksum...)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, storage_dir: str | Path,
+         study_name: str, seed: int, timeout_s: float | None = None,
+         catch: tuple[type[BaseException], ...] = (ArithmeticError, ValueError, np.linalg.LinAlgError)) -> dict:
+    """Maximise ``objective(params)`` over ``space`` with a seeded TPE sampler; return a summary.
+
+    The study is stored in ``{storage_dir}/{study_name}.sqlite3``; trials already finished there
+    count towards ``n_trials``. A trial whose objective raises one of ``catch`` (e.g. a solver that
+    does not converge) is recorded as failed and the search goes on. Returns ``{best_params,
+    best_value, ranked_params (completed trials, best first), n_trials, n_failed, resumed}``; raises
+    :class:`InputError` when every trial failed.
+    """
+    storage_dir = Path(storage_dir)
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(storage_dir / f'{study_name}.sqlite3').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are expected; counted in the summary
+    probe = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
+    done = len(probe.get_trials(deepcopy=False, states=FINISHED))
+    # A resumed study gets a sampler seeded past the trials it already has, so it does not replay them.
+    sampler = optuna.samplers.TPESampler(seed=seed + 7919 * done)
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+    remaining = max(0, n_trials - done)
+    if done:
+        log.info("study %s: resuming with %d finished trial(s), %d to run", study_name, done, remaining)
+    if remaining:
+        study.optimize(lambda trial: objective(suggest(trial, space)), n_trials=remaining, timeout=timeout_s,
+                       catch=catch)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise InputError(f"every trial of study {study_name} failed",
+                         fix="widen or move the search space (e.g. larger penalties), see the job log")
+    ranked = sorted(complete, key=lambda t: (-t.value, t.number))
+    best = ranked[0]
+    return {"best_params": best.params, "best_value": float(best.value),
+            "ranked_params": [t.params for t in ranked],
+            "n_trials": len(study.get_trials(deepcopy=False, states=FINISHED)),
+            "n_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))), "resumed": done > 0}

@@ -1,0 +1,299 @@
+"""The ``survival`` config section as objects, with the checks a JSON Schema cannot express.
+
+Parsed when the Snakefile is parsed (and again by every remote job), so this module imports nothing
+heavy (no scikit-learn, no torch) and reads no data: a bad model entry stops the run before any job
+starts, with the key and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tessera.errors import InputError
+
+MODALITIES = ("clinical", "pathology", "genomics")
+SEP = "__"  # feature columns are named {modality}__{feature}
+SURVIVAL_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "svm")
+CLASSIFIER_KINDS = ("logistic", "rf_classifier")
+TABULAR_KINDS = SURVIVAL_KINDS + CLASSIFIER_KINDS
+DEEP_KINDS = ("porpoise",)
+KINDS = TABULAR_KINDS + DEEP_KINDS
+ENCODERS = ("hipt256", "hipt4k")
+SURVIVAL_FUNCTION_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "porpoise")  # predict S(t), not only a risk
+
+#: Files of results/models/{model}/ by what the model can do (see tessera.survival.run). A file
+#: that does not apply to one run (e.g. calibration with a horizon beyond follow-up) holds a note.
+COMMON_FILES = ("metrics.json", "oof_predictions.tsv", "timings.json", "km_risk_groups.png", "td_auc.tsv",
+                "td_auc.png", "MODEL.md")
+SURVIVAL_FUNCTION_FILES = ("oof_survival.tsv", "brier.tsv", "brier.png", "calibration.tsv", "calibration.png")
+DEEP_FILES = ("attention.parquet", "attributions.tsv", "attribution_summary.tsv", "training.png")
+#: Rule families of rules/survival.smk: each has one fixed set of output files.
+FAMILIES = {
+    "survival_tabular": ("cox_ridge", "coxnet", "rsf", "gbsa"),
+    "survival_ranking": ("svm", "logistic", "rf_classifier"),
+    "survival_deep": DEEP_KINDS,
+}
+
+
+def model_files(kind: str) -> list[str]:
+    """File names a model of ``kind`` writes into ``results/models/{model}/``."""
+    files = list(COMMON_FILES)
+    if kind in SURVIVAL_FUNCTION_KINDS:
+        files += SURVIVAL_FUNCTION_FILES
+    if kind in DEEP_KINDS:
+        files += [*DEEP_FILES, "model.safetensors"]
+    else:
+        files.append("model.joblib")
+    return files
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+def check_space(space: dict, where: str) -> None:
+    """Raise :class:`InputError` for a malformed search-space spec (see :mod:`tessera.survival.hpo`)."""
+    for name, spec in space.items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        ok = (kind in ("float", "int") and "low" in spec and "high" in spec and spec["low"] <= spec["high"]
+              and not (spec.get("log") and spec["low"] <= 0)) or (kind == "categorical" and spec.get("choices"))
+        if not ok:
+            raise InputError(
+                f"search space of '{name}' is invalid: {spec}", field=f"{where}.search.{name}",
+                fix="use {type: float|int, low, high[, log: true (low > 0)][, step]} or "
+                    "{type: categorical, choices: [...]}",
+            )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``survival.models``."""
+
+    name: str
+    kind: str
+    params: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    n_trials: int = 20
+    modalities: list[str] | None = None
+    pca: dict = field(default_factory=dict)
+    seed: int = 0
+    encoder: str | None = None  # porpoise: encoder whose instance embeddings form the MIL bags
+
+    @classmethod
+    def from_config(cls, entry: dict, default_seed: int = 0, default_trials: int = 20) -> "ModelSpec":
+        name = str(entry.get("name", ""))
+        where = f"survival.models[{name or '?'}]"
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise InputError(f"model name '{name}' is not valid", field=f"{where}.name",
+                             fix="use letters, digits, '_' or '-' (it names results/models/{name}/)")
+        if entry.get("kind") not in KINDS:
+            raise InputError(f"unknown model kind '{entry.get('kind')}'", field=f"{where}.kind",
+                             fix=f"use one of {', '.join(KINDS)}")
+        search = dict(entry.get("search") or {})
+        check_space(search, where)
+        return cls(name=name, kind=entry["kind"], params=dict(entry.get("params") or {}), search=search,
+                   n_trials=int(entry.get("n_trials", default_trials)), modalities=entry.get("modalities"),
+                   pca=dict(entry.get("pca") or {}), seed=int(entry.get("seed", default_seed)),
+                   encoder=entry.get("encoder"))
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind in CLASSIFIER_KINDS
+
+
+@dataclass
+class CVSettings:
+    """Config ``survival.cv``: outer folds × repeats, inner folds for tuning, folds run in parallel."""
+
+    n_splits: int = 5
+    n_repeats: int = 2
+    seed: int = 0
+    inner_splits: int = 3
+    n_jobs: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "CVSettings":
+        return cls(**dict(cfg or {}))
+
+
+@dataclass
+class HPOSettings:
+    """Config ``survival.hpo``: where studies live (resume cache, not a tracked output), time cap per study."""
+
+    storage_dir: str = "results/hpo"
+    timeout_s: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "HPOSettings":
+        return cls(**dict(cfg or {}))
+
+
+@dataclass
+class EvalSettings:
+    """Config ``survival.evaluation``."""
+
+    horizon_days: float | None = None
+    n_bootstrap: int = 200
+    grid_points: int = 20
+    grid_quantiles: tuple[float, float] = (0.1, 0.9)
+    n_risk_groups: int = 2
+    calibration_groups: int = 4
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> "EvalSettings":
+        cfg = dict(cfg or {})
+        if "grid_quantiles" in cfg:
+            cfg["grid_quantiles"] = tuple(cfg["grid_quantiles"])
+        return cls(**cfg)
+
+
+@dataclass
+class PorpoiseParams:
+    """``survival.models[].params`` of kind ``porpoise`` (defaults = PORPOISE's)."""
+
+    fusion: str = "bilinear"
+    n_bins: int = 4
+    alpha: float = 0.0
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    epochs: int = 20
+    batch_size: int = 32
+    micro_batch: int = 8
+    dropout: float = 0.25
+    early_stopping: dict | None = None  # {validation_fraction: 0.2, patience: 5}
+    max_instances: int | None = None
+    device: str = "auto"
+    pca: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "PorpoiseParams":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InputError(f"unknown porpoise parameter(s) {', '.join(unknown)}", field="survival.models[].params",
+                             fix=f"use only {', '.join(sorted(known))}")
+        p = cls(**params)
+        if p.fusion not in ("bilinear", "concat"):
+            raise InputError(f"unknown fusion '{p.fusion}'", field="survival.models[].params.fusion",
+                             fix="use bilinear or concat")
+        if p.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"unknown device '{p.device}'", field="survival.models[].params.device",
+                             fix="use auto, cpu or cuda")
+        return p
+
+
+@dataclass
+class SurvivalSettings:
+    """The parsed ``survival`` section."""
+
+    cohort: dict
+    cv: CVSettings
+    hpo: HPOSettings
+    evaluation: EvalSettings
+    explain: dict
+    models: list[ModelSpec]
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+
+def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
+    """Parse and check ``config['survival']``; raise :class:`InputError` naming the key and the fix."""
+    cohort = dict(cfg.get("cohort", {}))
+    modalities = cohort.get("modalities", ["clinical"])
+    if not modalities or any(m not in MODALITIES for m in modalities):
+        raise InputError(f"modalities {modalities} must be a non-empty subset of {list(MODALITIES)}", file=file,
+                         field="survival.cohort.modalities", fix=f"choose among {', '.join(MODALITIES)}")
+    cv = CVSettings.from_config(cfg.get("cv"))
+    if cv.inner_splits < 2 or cv.n_splits < 2:
+        raise InputError("n_splits and inner_splits must be at least 2", file=file, field="survival.cv",
+                         fix="use 2 or more outer and inner folds")
+    models, names = [], set()
+    for entry in cfg.get("models", []):
+        spec = ModelSpec.from_config(entry, default_seed=cv.seed)
+        where = f"survival.models[{spec.name}]"
+        if spec.name in names:
+            raise InputError(f"model name '{spec.name}' is used twice", file=file, field=f"{where}.name",
+                             fix="give every model its own name (it names results/models/{name}/)")
+        names.add(spec.name)
+        unknown = [m for m in (spec.modalities or []) if m not in modalities]
+        if unknown:
+            raise InputError(f"modalities {unknown} are not in survival.cohort.modalities {modalities}", file=file,
+                             field=f"{where}.modalities", fix="add them to the cohort or remove them from the model")
+        if spec.modalities is not None and not spec.modalities and spec.kind not in DEEP_KINDS:
+            raise InputError("a tabular model needs at least one modality", file=file, field=f"{where}.modalities",
+                             fix="list modalities, or leave the key out to use all of the cohort's")
+        bad_pca = [m for m in spec.pca if m not in MODALITIES]
+        if bad_pca:
+            raise InputError(f"PCA for unknown modality {bad_pca}", file=file, field=f"{where}.pca",
+                             fix=f"key the PCA components by modality: {', '.join(MODALITIES)}")
+        if spec.kind in DEEP_KINDS:
+            PorpoiseParams.from_dict(spec.params)  # unknown parameters fail here, not in a job
+            if spec.encoder is not None and spec.encoder not in ENCODERS:
+                raise InputError(f"unknown encoder '{spec.encoder}'", file=file, field=f"{where}.encoder",
+                                 fix=f"use one of {', '.join(ENCODERS)} or null (no pathology bags)")
+        elif spec.encoder is not None:
+            raise InputError("only the porpoise kind reads instance embeddings", file=file, field=f"{where}.encoder",
+                             fix="remove encoder from this tabular model (it uses slide embeddings via the cohort)")
+        models.append(spec)
+    return SurvivalSettings(cohort=cohort, cv=cv, hpo=HPOSettings.from_config(cfg.get("hpo")),
+                            evaluation=EvalSettings.from_config(cfg.get("evaluation")),
+                            explain=dict(cfg.get("explain", {})), models=models)
+
+
+# ------------------------------------------------------------------ workflow inputs (rules/survival.smk)
+def cohort_inputs(config: dict) -> dict[str, str]:
+    """Input files of the cohort-table job: the sheets, plus the chosen modalities' upstream tables."""
+    cohort = config.get("survival", {}).get("cohort", {})
+    modalities = cohort.get("modalities", ["clinical"])
+    inputs = {"clinical": config["clinical"], "slides": config["slides"], "genomics": config["genomics"]}
+    if "pathology" in modalities:
+        inputs["qc"] = "results/qc/slides.tsv"
+        inputs["slide_embeddings"] = f"results/features/{cohort.get('pathology_encoder', 'hipt256')}/slide_embeddings.parquet"
+    if "genomics" in modalities:
+        model = cohort.get("genomics_model") or config.get("genomics_model", {}).get("name")
+        if not model:
+            raise InputError("the genomics modality needs a genomic model name", field="survival.cohort.genomics_model",
+                             fix="name the model whose results/genomics/{model}/embeddings.parquet to use, or "
+                                 "configure genomics_model.name")
+        inputs["genomic_embeddings"] = f"results/genomics/{model}/embeddings.parquet"
+    return inputs
+
+
+def model_inputs(settings: SurvivalSettings, name: str) -> dict[str, str]:
+    """Input files of a model job: the cohort table, and the MIL bags' feature index for a deep model."""
+    inputs = {"table": "results/cohort/table.parquet"}
+    encoder = settings.model(name).encoder
+    if encoder is not None:
+        inputs["feature_index"] = f"results/features/{encoder}/index.tsv"
+        inputs["qc"] = "results/qc/slides.tsv"
+    return inputs
+
+
+def cv_blocker(event, cv: CVSettings) -> str | None:
+    """Why the configured cross-validation cannot run on a clinical table's ``event`` column (None if it can).
+
+    Cheap (parse time). The same condition stops a model job with an error; the workflow uses this to
+    leave the survival models out of a cohort too small for them instead of failing the whole run.
+    """
+    n_events = int(sum(int(e) for e in event))
+    n_censored = len(event) - n_events
+    if n_events < cv.n_splits:
+        return f"the clinical table has {n_events} event(s), fewer than survival.cv.n_splits = {cv.n_splits}"
+    if 0 < n_censored < cv.n_splits:
+        return f"the clinical table has {n_censored} censored patient(s), fewer than survival.cv.n_splits = {cv.n_splits}"
+    return None
+
+
+def family_models(settings: SurvivalSettings, family: str, active: bool = True) -> list[str]:
+    """Names of the configured models a rule family runs (none when not ``active``)."""
+    return [m.name for m in settings.models if m.kind in FAMILIES[family]] if active else []
+
+
+def family_outputs(family: str) -> list[str]:
+    """Output paths (with the ``{model}`` wildcard) of a rule family."""
+    return [f"results/models/{{model}}/{f}" for f in model_files(FAMILIES[family][0])]
+
+
+def name_constraint(names: list[str]) -> str:
+    """Wildcard constraint matching exactly these model names (never matching when there are none)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"

@@ -1,0 +1,94 @@
+"""The survival config section: schema and code agree, and bad entries stop the run with the key and the fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from tessera.errors import InputError
+from tessera.survival.settings import (
+    FAMILIES,
+    KINDS,
+    CVSettings,
+    EvalSettings,
+    HPOSettings,
+    PorpoiseParams,
+    cohort_inputs,
+    cv_blocker,
+    family_models,
+    model_files,
+    parse_survival_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "config" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _defaults(section: dict) -> dict:
+    return {k: v["default"] for k, v in section["properties"].items() if "default" in v}
+
+
+def test_schema_defaults_agree_with_the_code(config):
+    validate(config, str(SCHEMA))
+    survival = yaml.safe_load(SCHEMA.read_text())["properties"]["survival"]["properties"]
+    assert CVSettings(**_defaults(survival["cv"])) == CVSettings()
+    assert HPOSettings(**_defaults(survival["hpo"])) == HPOSettings()
+    assert EvalSettings.from_config(_defaults(survival["evaluation"])) == EvalSettings()
+    assert set(survival["models"]["items"]["properties"]["kind"]["enum"]) == set(KINDS)
+    settings = parse_survival_config(config["survival"])
+    assert {m.kind for m in settings.models} == set(KINDS)  # the demo config exercises every kind
+
+
+@pytest.mark.parametrize("bad", [{"cv": {"n_splits": 1}}, {"cohort": {"missing": "guess"}},
+                                 {"models": [{"name": "x", "kind": "deepsurv"}]},
+                                 {"models": [{"name": "x", "kind": "rsf", "search": {"a": {"type": "beta"}}}]}])
+def test_schema_rejects(config, bad):
+    with pytest.raises(WorkflowError):
+        validate({**config, "survival": {**config["survival"], **bad}}, str(SCHEMA))
+
+
+@pytest.mark.parametrize("models, message", [
+    ([{"name": "a", "kind": "rsf"}, {"name": "a", "kind": "gbsa"}], "model name 'a' is used twice"),
+    ([{"name": "a", "kind": "rsf", "modalities": ["genomics"]}], "not in survival.cohort.modalities"),
+    ([{"name": "a", "kind": "rsf", "encoder": "hipt256"}], "only the porpoise kind reads instance embeddings"),
+    ([{"name": "a", "kind": "porpoise", "params": {"learning_rate": 1}}], "unknown porpoise parameter"),
+    ([{"name": "a", "kind": "porpoise", "encoder": "vit"}], "unknown encoder 'vit'"),
+    ([{"name": "a/b", "kind": "rsf"}], "model name 'a/b' is not valid"),
+    ([{"name": "a", "kind": "rsf", "pca": {"radiology": 4}}], "PCA for unknown modality"),
+    ([{"name": "a", "kind": "coxnet", "modalities": []}], "needs at least one modality"),
+])
+def test_bad_model_entries_are_named(models, message):
+    with pytest.raises(InputError, match=message) as err:
+        parse_survival_config({"cohort": {"modalities": ["clinical"]}, "models": models})
+    assert "Fix:" in str(err.value)
+
+
+def test_rule_families_cover_every_kind_and_inputs_follow_modalities(config):
+    assert sorted(k for kinds in FAMILIES.values() for k in kinds) == sorted(KINDS)
+    assert "model.safetensors" in model_files("porpoise") and "attention.parquet" in model_files("porpoise")
+    assert "brier.png" in model_files("coxnet") and "brier.png" not in model_files("svm")
+    inputs = cohort_inputs({**config, "survival": {"cohort": {"modalities": ["clinical", "pathology", "genomics"],
+                                                              "pathology_encoder": "hipt4k", "genomics_model": None}}})
+    assert inputs["slide_embeddings"] == "results/features/hipt4k/slide_embeddings.parquet"
+    assert inputs["genomic_embeddings"] == f"results/genomics/{config['genomics_model']['name']}/embeddings.parquet"
+    assert "slide_embeddings" in cohort_inputs(config)  # the demo uses every modality
+    assert "slide_embeddings" not in cohort_inputs({**config, "survival": {"cohort": {"modalities": ["clinical"]}}})
+    assert PorpoiseParams.from_dict({}).n_bins == 4
+
+
+def test_a_cohort_too_small_for_the_folds_gets_no_survival_jobs():
+    cv = CVSettings(n_splits=5)
+    assert cv_blocker([1, 0] * 10, cv) is None
+    assert "3 event(s), fewer than survival.cv.n_splits = 5" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], cv)
+    assert "2 censored patient(s)" in cv_blocker([1] * 8 + [0, 0], cv)
+    assert cv_blocker([1] * 8, cv) is None  # no censoring at all is fine
+    settings = parse_survival_config({"models": [{"name": "a", "kind": "rsf"}, {"name": "b", "kind": "porpoise"}]})
+    assert family_models(settings, "survival_tabular") == ["a"] and family_models(settings, "survival_deep") == ["b"]
+    assert family_models(settings, "survival_tabular", active=False) == []

@@ -1,0 +1,118 @@
+"""Snakemake runs of the survival stage: fabricated upstream outputs, then (once the upstream stages are
+part of the workflow) the demo cohort's planted signal.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from survival_fabricate import ENCODER, GENOMIC_MODEL, fabricate_cohort
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SURVIVAL_RULES = ["survival_cohort", "survival_tabular", "survival_ranking", "survival_deep", "survival_summary"]
+
+pytestmark = pytest.mark.workflow
+
+
+def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _config(files: dict, models: list[dict]) -> dict:
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    base.update(slides=str(files["slides"]), clinical=str(files["clinical"]), genomics=str(files["genomics"]),
+                reference="unused.fa", annotation="unused.gtf")
+    base["survival"]["cohort"].update(modalities=["clinical", "pathology", "genomics"], pathology_encoder=ENCODER,
+                                      genomics_model=GENOMIC_MODEL)
+    base["survival"]["cv"].update(n_splits=3, n_repeats=1)
+    base["survival"]["evaluation"]["n_bootstrap"] = 30
+    base["survival"]["models"] = models
+    return base
+
+
+MODELS = [
+    {"name": "coxnet", "kind": "coxnet", "params": {"l1_ratio": 0.5},
+     "search": {"alpha": {"type": "float", "low": 0.005, "high": 1.0, "log": True}}, "n_trials": 3},
+    {"name": "gbsa", "kind": "gbsa", "params": {"n_estimators": 20, "max_depth": 2}},
+    {"name": "svm", "kind": "svm"},
+    {"name": "deep", "kind": "porpoise", "encoder": ENCODER, "modalities": ["clinical", "genomics"],
+     "params": {"epochs": 3, "lr": 0.001, "max_instances": 16, "device": "auto"}},
+]
+
+
+def test_survival_stage_on_fabricated_upstream_outputs(tmp_path):
+    files = fabricate_cohort(tmp_path, n=48, seed=3, strength=1.5)
+    (tmp_path / "config").mkdir()
+    cfg = _config(files, MODELS)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # upstream outputs exist as files; only the survival rules may run (the slide stage would need slides)
+    run = _snakemake(tmp_path, "--allowed-rules", *SURVIVAL_RULES, "--", "results/models/summary.tsv")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    summary = pd.read_csv(tmp_path / "results" / "models" / "summary.tsv", sep="\t").set_index("model")
+    assert list(summary.index) == ["coxnet", "gbsa", "svm", "deep"]
+    coxnet = json.loads((tmp_path / "results" / "models" / "coxnet" / "metrics.json").read_text())
+    assert summary.loc["coxnet", "c_harrell"] == pytest.approx(coxnet["pooled"]["c_harrell"]["mean"])
+    assert (summary.loc[["coxnet", "gbsa"], "c_harrell_lower"] > 0.5).all()  # the planted signal is found
+    # (the multimodal model trains for 3 epochs only here; its signal recovery is tested in test_survival_experiment)
+    excluded = pd.read_csv(tmp_path / "results" / "cohort" / "excluded.tsv", sep="\t")
+    assert set(excluded["patient_id"]) == {"P003", "P048"}  # failed QC; no genomic data
+    deep = tmp_path / "results" / "models" / "deep"
+    assert (deep / "attention.parquet").is_file() and (deep / "model.safetensors").is_file()
+    assert (tmp_path / "logs" / "benchmarks" / "survival" / "deep.tsv").is_file()
+    assert "computes on cpu" in (tmp_path / "logs" / "survival" / "deep.log").read_text()
+
+    # changing one model's parameters reruns that model (and the summary) only
+    cfg["survival"]["models"][1]["params"]["n_estimators"] = 31
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dry = _snakemake(tmp_path, "-n", "--allowed-rules", *SURVIVAL_RULES, "--", "results/models/summary.tsv")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    lines = [line.strip() for line in dry.stdout.splitlines()]
+    rules = {line.removeprefix("rule ").rstrip(":") for line in lines if line.startswith("rule ")}
+    models = {line.removeprefix("wildcards: model=") for line in lines if line.startswith("wildcards: model=")}
+    assert rules == {"survival_tabular", "survival_summary"} and models == {"gbsa"}
+
+
+def test_bad_model_config_stops_before_any_job(tmp_path):
+    files = fabricate_cohort(tmp_path, n=20, seed=1)
+    (tmp_path / "config").mkdir()
+    cfg = _config(files, [{"name": "deep", "kind": "porpoise", "params": {"fusion": "sum"}}])
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = _snakemake(tmp_path, "-n", "results/models/summary.tsv")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "unknown fusion 'sum'" in out and "Fix: use bilinear or concat" in out
+
+
+def _demo_metrics(demo_run) -> dict:
+    work, _ = demo_run
+    if not (work / "results/models/summary.tsv").is_file():
+        pytest.skip("the demo run produced no survival models (is a stage missing from the workflow?)")
+    return {m: json.loads((work / "results" / "models" / m / "metrics.json").read_text())
+            for m in ("coxnet", "porpoise")}
+
+
+def test_demo_multimodal_model_is_clearly_above_chance(demo_run):
+    """The demo's planted truth (demo/truth.tsv: necrosis fraction + planted variant) through the whole
+    workflow: the multimodal model's out-of-fold C-index has its bootstrap 95 % interval above 0.5."""
+    metrics = _demo_metrics(demo_run)["porpoise"]
+    assert metrics["modalities"] == ["clinical", "pathology", "genomics"] and metrics["n_patients"] >= 40
+    assert metrics["pooled"]["c_harrell"]["ci95"][0] > 0.5
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 5's target, not reached on the 48-patient demo with random-weight HIPT and NT embeddings: Coxnet's "
+    "pooled out-of-fold C is 0.63 (95 % CI 0.52-0.71); Cox ridge 0.67, logistic 0.69. The planted necrosis "
+    "share is linearly decodable from the slide embeddings (CV r = 0.86), the planted variant barely from the "
+    "genomic ones (r = 0.27); 27 events over 515 features limit what survival supervision finds"))
+def test_demo_coxnet_reaches_the_target_c_index(demo_run):
+    assert _demo_metrics(demo_run)["coxnet"]["pooled"]["c_harrell"]["mean"] >= 0.7
