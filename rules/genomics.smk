@@ -52,7 +52,13 @@ rule gene_region:
         reference=config["reference"],
         fai=config["reference"] + ".fai",
     output:
-        "results/genomics/regions/{gene}.tsv",
+        report(
+            "results/genomics/regions/{gene}.tsv",
+            caption="../report/genomics/region.rst",
+            category="Genomics",
+            subcategory="Gene regions",
+            labels={"gene": "{gene}"},
+        ),
     log:
         "logs/genomics/regions/{gene}.log",
     conda:

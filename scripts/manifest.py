@@ -1,0 +1,24 @@
+"""Adapter for rule manifest: results/manifest.json (tessera.manifest)."""
+
+import json
+import os
+
+from tessera.manifest import PROFILE_ENV, build_manifest, write_manifest
+from tessera.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    i, p = snakemake.input, snakemake.params
+    manifest = build_manifest(
+        config=p.config,
+        config_files=p.config_files,
+        inputs={role: i[role] for role in ("slides", "clinical", "genomics", "reference", "reference_fai", "annotation")},
+        feature_indexes=dict(zip(p.encoders, i.feature_indexes)),
+        gene_tables=list(i.gene_tables),
+        outputs=list(i.results),
+        source_dir=p.source,
+        profiles=json.loads(os.environ.get(PROFILE_ENV, "[]")),
+    )
+    write_manifest(manifest, snakemake.output[0])
+    log.info("manifest: tessera %s, commit %s, %d packages, %d outputs checksummed", manifest["tessera"]["version"],
+             manifest["tessera"]["git"].get("commit"), len(manifest["packages"].get("installed", {})),
+             len(manifest["outputs"]))
