@@ -1,5 +1,7 @@
 """Adapter for rule manifest: results/manifest.json (tessera.manifest)."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 import json
 import os
 
