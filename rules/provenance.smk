@@ -6,13 +6,13 @@ import json
 import os
 import sys
 
-from tessera.manifest import PROFILE_ENV, profiles_from_argv
+from tessera.manifest import CONTEXT_ENV, run_context
 
-# Snakemake does not tell a workflow which profile it was started with: read it from this process's
-# command line (or $SNAKEMAKE_PROFILE) and hand it to the manifest job through its environment, which
-# is not a rerun trigger (the manifest records the run that wrote it).
+# Snakemake does not tell a workflow which profile it was started with: read it (and the container
+# image) from this process's command line (or $SNAKEMAKE_PROFILE) and hand it to the manifest job
+# through its environment, which is not a rerun trigger (the manifest records the run that wrote it).
 if workflow.is_main_process:
-    os.environ[PROFILE_ENV] = json.dumps(profiles_from_argv(sys.argv[1:], os.environ))
+    os.environ[CONTEXT_ENV] = json.dumps(run_context(sys.argv[1:], os.environ))
 
 
 rule manifest:

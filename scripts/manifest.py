@@ -5,7 +5,7 @@ import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that m
 import json
 import os
 
-from tessera.manifest import PROFILE_ENV, build_manifest, write_manifest
+from tessera.manifest import CONTEXT_ENV, build_manifest, write_manifest
 from tessera.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -18,7 +18,7 @@ with log_to(snakemake.log[0]) as log:
         gene_tables=list(i.gene_tables),
         outputs=list(i.results),
         source_dir=p.source,
-        profiles=json.loads(os.environ.get(PROFILE_ENV, "[]")),
+        context=json.loads(os.environ.get(CONTEXT_ENV, "{}")),
     )
     write_manifest(manifest, snakemake.output[0])
     log.info("manifest: tessera %s, commit %s, %d packages, %d outputs checksummed", manifest["tessera"]["version"],

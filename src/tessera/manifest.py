@@ -30,8 +30,9 @@ from tessera.atomic import write_text
 
 log = logging.getLogger(__name__)
 
-#: Environment variable through which the workflow hands the profile it was started with to this job.
-PROFILE_ENV = "TESSERA_PROFILE"
+#: Environment variable through which the workflow hands its command line's profile and container
+#: image (:func:`run_context`) to the manifest job.
+CONTEXT_ENV = "TESSERA_RUN_CONTEXT"
 #: Config keys whose values are never written (matched case-insensitively anywhere in the key).
 SECRET_KEY = re.compile(r"secret|passw|token|credential|access_key|api_key|private_key|session|salt", re.I)
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.I)
@@ -58,30 +59,27 @@ def redact(value: object) -> object:
     return value
 
 
-def profiles_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """The Snakemake profiles of a command line: every ``--profile X`` / ``--profile=X`` (Snakemake
-    accepts several), else ``$SNAKEMAKE_PROFILE``; then ``--workflow-profile`` if given. Empty: none."""
-    found: list[str] = []
-    workflow_profile = None
-    args = list(argv)
-    for i, arg in enumerate(args):
-        for flag in ("--profile", "--workflow-profile"):
-            value = None
-            if arg == flag and i + 1 < len(args):
-                value = args[i + 1]
-            elif arg.startswith(flag + "="):
-                value = arg.split("=", 1)[1]
-            if value is None:
-                continue
-            if flag == "--profile":
-                found.extend(v for v in shlex.split(value) if v != "none")
-            elif value != "none":
-                workflow_profile = value
-    if not found and environ.get("SNAKEMAKE_PROFILE"):
-        found.append(environ["SNAKEMAKE_PROFILE"])
-    if workflow_profile:
-        found.append(f"workflow-profile:{workflow_profile}")
-    return found
+def _option_values(argv: Sequence[str], flag: str) -> list[str]:
+    """Values of ``flag X`` / ``flag=X`` on a command line (each may list several, space-separated)."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            values += shlex.split(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            values += shlex.split(arg.split("=", 1)[1])
+    return values
+
+
+def run_context(argv: Sequence[str], environ: Mapping[str, str]) -> dict:
+    """What the manifest records of the command line, and nothing else of it (it may hold secrets):
+    ``profiles`` — every ``--profile`` (Snakemake merges several; else ``$SNAKEMAKE_PROFILE``), then
+    ``workflow-profile:X`` for ``--workflow-profile X``; ``container_image`` — ``--container-image``."""
+    profiles = [p for p in _option_values(argv, "--profile") if p != "none"]
+    if not profiles and environ.get("SNAKEMAKE_PROFILE"):
+        profiles.append(environ["SNAKEMAKE_PROFILE"])
+    profiles += [f"workflow-profile:{p}" for p in _option_values(argv, "--workflow-profile") if p != "none"]
+    images = _option_values(argv, "--container-image")
+    return {"profiles": profiles, "container_image": images[-1] if images else None}
 
 
 def git_state(source_dir: str | os.PathLike) -> dict:
@@ -183,10 +181,10 @@ def genomic_weights(gene_tables: Sequence[str | os.PathLike]) -> dict:
 
 def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapping[str, str],
                    feature_indexes: Mapping[str, str], gene_tables: Sequence[str], outputs: Sequence[str],
-                   source_dir: str | os.PathLike, profiles: Sequence[str]) -> dict:
+                   source_dir: str | os.PathLike, context: Mapping) -> dict:
     """The manifest as a JSON-ready dict. ``inputs``: role → file (sheets, reference, annotation);
     ``feature_indexes``: encoder → its cohort ``index.tsv``; ``gene_tables``: per-gene embedding tables;
-    ``outputs``: cohort-level result files to checksum."""
+    ``outputs``: cohort-level result files to checksum; ``context``: :func:`run_context`."""
     source_dir = Path(source_dir)
     constraints = source_dir / "constraints.txt"
     config = redact(dict(config))
@@ -196,7 +194,8 @@ def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapp
         "manifest_version": 1,
         "tessera": {"version": __version__, "git": git_state(source_dir)},
         "packages": package_versions(constraints) if constraints.is_file() else {"note": "constraints.txt not found"},
-        "profile": list(profiles) or None,
+        "profile": list(context.get("profiles", [])) or None,
+        "container_image": context.get("container_image"),
         "config": config,
         "config_files": [{"path": str(p), "sha256": sha256_file(p)} for p in config_files],
         "conda_envs": {p.name: sha256_file(p) for p in sorted((source_dir / "envs").glob("*.yaml"))},
