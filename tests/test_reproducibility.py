@@ -2,9 +2,9 @@
 
 Run A is a clean run. Run B is killed with SIGKILL (its whole process group) while a feature-extraction
 job is half-way through its shard, then started again with the same command; it must complete, leave
-no truncated file, and write the same bytes as run A (except the allow-list of tessera.rundiff). Every
-job of B, the resumed shard's remaining slides included, is computed afresh in B: the resume cache is
-per working directory. Run A then serves the report, manifest and rerun (dry-run) checks.
+no truncated file, and write the same bytes as run A (except the allow-list of tessera.rundiff). All of
+B is computed in B (the resume cache is per working directory: the slides its restart restores were
+finished by its killed part). Run A then serves the report, manifest and rerun (dry-run) checks.
 """
 
 from __future__ import annotations
@@ -96,24 +96,29 @@ def run_to_completion(workdir: Path, config: Path, timeout: float = 900) -> subp
     return proc
 
 
-def half_done_shard(workdir: Path) -> Path | None:
-    """A feature shard directory holding finished slides but no index.tsv yet (its job is mid-way)."""
+def half_done_shard(workdir: Path) -> tuple[Path, str] | None:
+    """(feature shard directory, a finished slide) of an extraction job that has finished and kept in
+    its resume cache at least one slide (both encoders) but not yet written its index (still working)."""
+    resume = workdir / ".tessera/resume/features"
     for shard in sorted((workdir / "results/features/hipt256").glob("shard-*")):
-        if any(shard.glob("*.h5")) and not (shard / "index.tsv").exists():
-            return shard
+        if (shard / "index.tsv").exists():
+            continue
+        for done in sorted(shard.glob("*.h5")):
+            if len(list((resume / done.stem).glob("*.h5"))) == 2:
+                return shard, done.stem
     return None
 
 
-def run_killed_mid_extraction(workdir: Path, config: Path, timeout: float = 900) -> Path:
+def run_killed_mid_extraction(workdir: Path, config: Path, timeout: float = 900) -> tuple[Path, str]:
     """Start the workflow in its own process group; SIGKILL the group once a feature-extraction job has
-    written part of its shard. Returns that shard's directory."""
+    finished part of its shard. Returns (that shard's directory, a slide it had finished)."""
     log = open(workdir / "killed-run.log", "w")
     proc = subprocess.Popen(snakemake_cmd("--directory", str(workdir), "--profile", PROFILE, "--cores", "2",
                                           "--configfile", str(config)),
                             stdout=log, stderr=subprocess.STDOUT, env=run_env(), start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
-        while (shard := half_done_shard(workdir)) is None:
+        while (caught := half_done_shard(workdir)) is None:
             if proc.poll() is not None:
                 raise AssertionError(f"the run ended ({proc.returncode}) before any extraction job was caught "
                                      f"half-way: see {workdir / 'killed-run.log'}")
@@ -126,12 +131,12 @@ def run_killed_mid_extraction(workdir: Path, config: Path, timeout: float = 900)
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
-    return shard
+    return caught
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """(run A, run B, config, the shard B was killed in, B's restart): the tiny cohort run twice."""
+    """(run A, run B, config, (the shard B was killed in, a slide it had finished), B's restart)."""
     root = tmp_path_factory.mktemp("repro")
     cohort = tiny_cohort_for_survival(root)
     a, b = root / "a", root / "b"
@@ -139,14 +144,14 @@ def runs(tmp_path_factory):
     b.mkdir()
     config = write_config(cohort, root)
     run_to_completion(a, config)
-    killed_shard = run_killed_mid_extraction(b, config)
+    killed = run_killed_mid_extraction(b, config)
     # Snakemake knows the killed job's outputs are incomplete (the profile's rerun-incomplete redoes them)
     dry = run_snakemake(b, "--configfile", str(config), "-n", check=False)
-    assert f"Incomplete files:\nresults/features/hipt256/{killed_shard.name}" in dry.stdout + dry.stderr
+    assert f"Incomplete files:\nresults/features/hipt256/{killed[0].name}" in dry.stdout + dry.stderr
     # a SIGKILLed Snakemake leaves its lock behind: the documented restart is --unlock, then the same command
     run_snakemake(b, "--configfile", str(config), "--unlock")
     restart = run_to_completion(b, config)
-    return a, b, config, killed_shard, restart
+    return a, b, config, killed, restart
 
 
 def test_two_runs_write_identical_results_except_the_allow_list(runs):
@@ -160,9 +165,9 @@ def test_two_runs_write_identical_results_except_the_allow_list(runs):
 
 
 def test_a_run_killed_mid_extraction_resumes_and_leaves_no_corrupt_file(runs):
-    _, b, _, killed_shard, restart = runs
+    _, b, _, (killed_shard, finished_slide), restart = runs
     log = (b / "logs/features" / f"{killed_shard.name}.log").read_text()
-    assert "resumed from" in log, "the restarted job recomputed the slides the killed one had finished"
+    assert f"{finished_slide}: resumed from" in log, "the restarted job recomputed a slide the killed one had finished"
     assert "Nothing to be done" not in restart.stdout + restart.stderr
     leftovers = [p for p in (b / "results").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
