@@ -54,6 +54,18 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+def canonical(value):
+    """``value`` with the keys of every dict in sorted order, for dict params of rules whose code reads
+    them by key. Snakemake's params rerun trigger compares params key order included: a config section
+    saved again with its keys in another order would otherwise rerun every job that takes it.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def shard_dirs(pattern, shards):
     """Paths of a per-shard output for the given shards."""
     return [pattern.format(shard=shard) for shard in shards]

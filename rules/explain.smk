@@ -109,6 +109,6 @@ rule explain_report:
         mem_mb=8000,
         runtime=60,
     params:
-        settings=EXPLAIN,
+        settings=canonical(EXPLAIN),
     script:
         "../scripts/explain_report.py"

@@ -44,7 +44,7 @@ rule extract_features:
         runtime=PATHOLOGY["runtime_min"],
     params:
         slides=lambda wc: PLAN.slides_by_shard[wc.shard],
-        pathology=PATHOLOGY,
+        pathology=canonical(PATHOLOGY),
     script:
         "../scripts/extract_features.py"
 

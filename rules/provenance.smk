@@ -43,7 +43,7 @@ rule manifest:
     resources:
         mem_mb=1000,
     params:
-        config=config,
+        config=canonical(config),
         config_files=[str(f) for f in workflow.configfiles],
         encoders=PATHOLOGY_ENCODERS,
         source=workflow.basedir,

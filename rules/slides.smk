@@ -17,7 +17,7 @@ rule patch_slides:
         runtime=120,
     params:
         slides=lambda wc: PLAN.slides_by_shard[wc.shard],
-        patching=config["patching"],
+        patching=canonical(config["patching"]),
     script:
         "../scripts/patch_slides.py"
 

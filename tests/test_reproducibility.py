@@ -237,8 +237,10 @@ def test_report_shows_every_figure_and_table_with_captions(runs):
     assert set(qc["thumbnail"]) == {f for f in files["Slides QC"] if f.endswith(".png")}
     with zipfile.ZipFile(a / "report.zip") as z:
         html = z.read("report/report.html").decode()
-    for caption in ("Kaplan–Meier curves", "The run manifest", "QC thumbnail of slide", "Every model side by side"):
-        assert caption in html
+    # captions rendered from report/*.rst (the report holds them JSON-escaped: ASCII snippets)
+    for caption in ("out-of-fold risk groups of model", "The run manifest", "QC thumbnail of slide",
+                    "Every model side by side", "The cluster-explanation report of"):
+        assert caption in html, caption
 
 
 def test_manifest_records_versions_checksums_weights_seeds_and_profile(runs):
@@ -271,7 +273,7 @@ def test_changing_a_patching_parameter_reruns_patching_and_everything_downstream
     cfg = yaml.safe_load(config.read_text())
     cfg["patching"]["min_tissue_fraction"] = 0.3
     changed = a / "patching-changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(run_snakemake(a, "--configfile", str(changed), "-n"))
     slide_shards = len(list((a / "results/slides").glob("shard-*")))
     assert jobs == {"patch_slides": slide_shards, "extract_features": slide_shards, "slides_qc": 1,
@@ -281,12 +283,23 @@ def test_changing_a_patching_parameter_reruns_patching_and_everything_downstream
     assert not GENOMIC_RULES & set(jobs)
 
 
+def test_reordering_the_keys_of_config_sections_reruns_nothing(runs):
+    a, _, config, *_ = runs
+    cfg = yaml.safe_load(config.read_text())
+    for section in ("patching", "pathology", "gene_sequences", "genomics_model", "explain"):
+        cfg[section] = dict(reversed(list(cfg[section].items())))
+    reordered = a / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    dry = run_snakemake(a, "--configfile", str(reordered), "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, planned_jobs(dry)
+
+
 def test_changing_one_survival_model_reruns_only_that_model_and_the_aggregates(runs):
     a, _, config, *_ = runs
     cfg = yaml.safe_load(config.read_text())
     cfg["survival"]["models"][1]["params"]["n_estimators"] = 11  # gbsa
     changed = a / "model-changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
     dry = run_snakemake(a, "--configfile", str(changed), "-n")
     assert planned_jobs(dry) == {"survival_tabular": 1, "survival_summary": 1, "manifest": 1}
     assert re.findall(r"wildcards: model=(\S+)", dry.stdout) == ["gbsa"]
@@ -303,7 +316,7 @@ def test_adding_a_slide_recomputes_its_shard_and_the_cohort_aggregates_only(runs
     pd.concat([slides, pd.DataFrame([extra])]).to_csv(sheet, sep="\t", index=False)
     cfg["slides"] = str(sheet)
     changed = tmp_path / "slide-added.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(run_snakemake(a, "--configfile", str(changed), "-n"))
     slide_shards = len(list((a / "results/slides").glob("shard-*")))
     # the new slide's shard: patching, features, the explain sample; cohort level: QC index, feature
