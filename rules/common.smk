@@ -72,10 +72,10 @@ def shard_dirs(pattern, shards):
 
 
 def explain_targets():
-    """The report, once this workflow has rules that produce its inputs (pathology features, survival models).
-
-    Until those stages are part of the workflow, `rule all` leaves the report out so the workflow
-    stays runnable; `snakemake results/explain/<encoder>/report.html` still runs it on existing inputs.
+    """The report, when the workflow can make its inputs: the features of `explain.encoder` and the
+    out-of-fold predictions of `explain.model` (a cohort too small for the survival folds has no
+    survival jobs, so no report; `snakemake results/explain/<encoder>/report.html` still runs it
+    on existing inputs).
     """
     enc, model = config["explain"]["encoder"], config["explain"]["model"]
     needs = [

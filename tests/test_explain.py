@@ -317,3 +317,8 @@ def test_config_checks_the_explain_section():
             validate({**config, "explain": {**config["explain"], **bad}}, schema)
     with pytest.raises(InputError, match="pseudonym_salt is missing or shorter than 16"):
         check_config({**config, "explain": {**config["explain"], "pseudonymise": True, "pseudonym_salt": "abc"}})
+    with pytest.raises(InputError, match="explain.model 'cox' is not one of survival.models") as err:
+        check_config({**config, "explain": {**config["explain"], "model": "cox"}})
+    assert err.value.field == "explain.model"
+    with pytest.raises(InputError, match="explain.encoder 'uni' is not one of pathology.encoders"):
+        check_config({**config, "explain": {**config["explain"], "encoder": "uni"}})

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 from cdp import find_chromium, inspect_page
@@ -21,6 +22,7 @@ from tessera.demo import make_demo_cohort
 pytestmark = pytest.mark.workflow
 
 ARTIFACTS = REPO / "tests" / "artifacts"
+CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 K = 6
 
 
@@ -94,48 +96,21 @@ def test_the_browser_check_catches_console_errors_and_broken_images(tmp_path):
     assert any("boom" in e for e in page.errors) and any("notDefined" in e for e in page.errors)
 
 
-def test_rule_all_adds_the_report_only_when_the_upstream_stages_exist(tmp_path, tiny_cohort):
-    config = cohort_config(tiny_cohort, tmp_path)
-    dry = run_snakemake(tmp_path, "--configfile", str(config), "-n")
-    upstream_here = "explain_report" in planned_jobs(dry)
-    # A workflow with producers of the features index and the model's out-of-fold predictions.
-    stub = tmp_path / "Snakefile"
-    stub.write_text(textwrap.dedent(f"""
-        configfile: "{REPO}/config/config.yaml"
-        include: "{REPO}/rules/common.smk"
-        rule fake_features:
-            output: "results/features/{{encoder}}/index.tsv"
-            shell: "touch {{output}}"
-        rule fake_feature_shards:
-            output: directory("results/features/{{encoder}}/shard-{{shard}}")
-            shell: "mkdir -p {{output}}"
-        rule fake_models:
-            output: "results/models/{{model}}/oof_predictions.tsv"
-            shell: "touch {{output}}"
-        include: "{REPO}/rules/explain.smk"
-        rule all:
-            default_target: True
-            input: explain_targets()
-    """))
-    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(stub), "--directory",
-                           str(tmp_path), "--configfile", str(config), "-n"], capture_output=True, text=True)
-    assert planned_jobs(proc).get("explain_report") == 1, proc.stdout + proc.stderr
-    if not upstream_here:  # on a branch without the pathology and survival stages, rule all stays runnable
-        assert planned_jobs(dry).get("explain_report") is None and "patch_slides" in planned_jobs(dry)
+def test_rule_all_plans_the_report_once_and_not_for_a_cohort_too_small_for_survival(tmp_path, tiny_cohort):
+    def jobs_with_folds(n_splits: int) -> dict[str, int]:
+        survival = {**CONFIG["survival"], "cv": {**CONFIG["survival"]["cv"], "n_splits": n_splits}}
+        config = cohort_config(tiny_cohort, tmp_path, survival=survival)
+        return planned_jobs(run_snakemake(tmp_path, "--configfile", str(config), "-n"))
+
+    assert jobs_with_folds(2)["explain_report"] == 1
+    # 6 patients cannot fill 20 folds: no survival jobs, so no report, and rule all stays runnable
+    jobs = jobs_with_folds(20)
+    assert "explain_report" not in jobs and "survival_tabular" not in jobs and jobs["patch_slides"] >= 1
 
 
-def test_demo_planted_texture_clusters_rank_first(tmp_path, tiny_cohort):
+def test_demo_planted_texture_clusters_rank_first(demo_run):
     """Known answer: on the demo cohort the planted texture's (necrosis) cluster ranks first by association."""
-    dry = run_snakemake(tmp_path, "--configfile", str(cohort_config(tiny_cohort, tmp_path)), "-n")
-    if "explain_report" not in planned_jobs(dry):
-        pytest.skip("rule all leaves the explain report out: no rule produces results/features/hipt256/index.tsv "
-                    "and results/models/<explain.model>/oof_predictions.tsv (the pathology and survival stages are "
-                    "not merged yet, or explain.model names no configured model); this known-answer test runs then")
-    cohort = make_demo_cohort(tmp_path / "demo", seed=7)
-    work = tmp_path / "work"
-    work.mkdir()
-    config = cohort_config(cohort, work, n_shards=4)
-    run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
+    work, cohort = demo_run
     out = work / "results/explain/hipt256"
     table = pd.read_csv(out / "clusters.tsv", sep="\t").set_index("cluster")
     fractions = pd.read_csv(out / "patient_fractions.tsv", sep="\t").set_index("patient_id")

@@ -33,3 +33,15 @@ def check_config(config: dict, file: str = "config") -> None:
             file=file, field="explain.pseudonym_salt",
             fix="set a long random secret per cohort, e.g. python -c \"import secrets; print(secrets.token_hex(32))\"",
         )
+    models = [m.get("name") for m in config.get("survival", {}).get("models", [])]
+    if e.get("model") and e["model"] not in models:
+        raise InputError(
+            f"explain.model {e['model']!r} is not one of survival.models ({', '.join(map(str, models)) or 'none'})",
+            file=file, field="explain.model", fix="name the survival model whose out-of-fold risk the report explains",
+        )
+    encoders = config.get("pathology", {}).get("encoders", [])
+    if e.get("encoder") and e["encoder"] not in encoders:
+        raise InputError(
+            f"explain.encoder {e['encoder']!r} is not one of pathology.encoders ({', '.join(encoders) or 'none'})",
+            file=file, field="explain.encoder", fix="add it to pathology.encoders or choose an extracted encoder",
+        )

@@ -10,7 +10,7 @@ brief, GUIDE §3) so the survival stage can be tested now:
   ``slide_embeddings.parquet`` (slide_id, patient_id, f0000…);
 * ``results/genomics/{model}/embeddings.parquet`` (patient_id, {gene}_e0000…).
 
-Planted truth, as in the demo cohort: log-hazard = 1.6·z(planted fraction) + 0.9·variant dosage +
+Planted truth of the demo cohort's form (its own weights): log-hazard = 1.6·z(planted fraction) + 0.9·variant dosage +
 0.3·z(age). A patch is "planted" (a fixed prototype plus noise) with probability = the patient's planted
 fraction; GENEA's embedding moves along a fixed direction with the dosage.
 """

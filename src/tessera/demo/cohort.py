@@ -24,7 +24,9 @@ N_PATIENTS = 48
 CMU_SLIDE = "CMU-1-Small-Region.svs"
 
 #: log-hazard = BETA_TEXTURE · z(planted fraction) + BETA_VARIANT · dosage + BETA_AGE · z(age) + BETA_STAGE · (stage − 2.5)
-BETA_TEXTURE, BETA_VARIANT, BETA_AGE, BETA_STAGE = 1.6, 0.9, 0.3, 0.25
+#: The texture effect is strong enough to be found from 48 patients' random-weight slide embeddings
+#: (the share is linearly decodable from them with CV r ≈ 0.86; the truth's C-index is 0.84).
+BETA_TEXTURE, BETA_VARIANT, BETA_AGE, BETA_STAGE = 2.5, 0.9, 0.3, 0.25
 BASELINE_PER_DAY = 1 / 3000.0
 
 
