@@ -134,9 +134,9 @@ def copy_cohort(cohort: Path, dest: Path) -> Path:
 
 
 def copy_workflow(dest: Path) -> Path:
-    """The workflow's files (Snakefile, rules, scripts, config, envs, profiles) in ``dest``, as a user's clone."""
+    """The workflow's files (Snakefile, rules, scripts, config, envs, profiles, report captions) in ``dest``, as a user's clone."""
     dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+    for item in ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"):
         src = REPO / item
         if src.is_dir():
             shutil.copytree(src, dest / item)
