@@ -44,6 +44,16 @@ rule manifest:
         mem_mb=1000,
     params:
         config=canonical(config),
+        # the paths as the workflow names them (under S3 storage the job reads staged copies)
+        results=RESULTS,
+        inputs={
+            "slides": config["slides"],
+            "clinical": config["clinical"],
+            "genomics": config["genomics"],
+            "reference": config["reference"],
+            "reference_fai": config["reference"] + ".fai",
+            "annotation": config["annotation"],
+        },
         config_files=[str(f) for f in workflow.configfiles],
         encoders=PATHOLOGY_ENCODERS,
         source=workflow.basedir,

@@ -13,10 +13,10 @@ with log_to(snakemake.log[0]) as log:
     manifest = build_manifest(
         config=p.config,
         config_files=p.config_files,
-        inputs={role: i[role] for role in ("slides", "clinical", "genomics", "reference", "reference_fai", "annotation")},
+        inputs={role: (p.inputs[role], i[role]) for role in p.inputs},
         feature_indexes=dict(zip(p.encoders, i.feature_indexes)),
         gene_tables=list(i.gene_tables),
-        outputs=list(i.results),
+        outputs=dict(zip(p.results, i.results)),
         source_dir=p.source,
         context=json.loads(os.environ.get(CONTEXT_ENV, "{}")),
     )

@@ -71,8 +71,9 @@ def test_manifest_from_outputs(tmp_path, monkeypatch):
     config = {"slides": str(sheet), "explain": {"seed": 5, "pseudonym_salt": "pepper-1234567890ab"},
               "survival": {"cv": {"seed": 2}, "models": [{"name": "cox", "kind": "cox_ridge"},
                                                           {"name": "rsf", "kind": "rsf", "seed": 9}]}}
-    m = build_manifest(config=config, config_files=[str(config_file)], inputs={"slides": str(sheet)},
-                       feature_indexes={"hipt256": str(index)}, gene_tables=[str(genes)], outputs=[str(index)],
+    m = build_manifest(config=config, config_files=[str(config_file)], inputs={"slides": ("slides.tsv", str(sheet))},
+                       feature_indexes={"hipt256": str(index)}, gene_tables=[str(genes)],
+                       outputs={"results/features/hipt256/index.tsv": str(index)},
                        source_dir=REPO, context={"profiles": ["profiles/local"], "container_image": None})
     write_manifest(m, tmp_path / "manifest.json")
     text = (tmp_path / "manifest.json").read_text()
@@ -83,9 +84,9 @@ def test_manifest_from_outputs(tmp_path, monkeypatch):
     assert m["weights"]["genomics"]["weights"][0]["weights_sha256"] == "e" * 64
     assert m["seeds"] == {"explain.seed": 5, "survival.cv.seed": 2, "survival.models.rsf.seed": 9,
                           "survival.models.cox.seed (effective)": 2, "survival.models.rsf.seed (effective)": 9}
-    assert m["inputs"]["slides"]["sha256"] == sha256_file(sheet)
+    assert m["inputs"]["slides"] == {"path": "slides.tsv", "sha256": sha256_file(sheet)}
     assert m["config_files"] == [{"path": str(config_file), "sha256": sha256_file(config_file)}]
-    assert m["outputs"] == {str(index): sha256_file(index)}
+    assert m["outputs"] == {"results/features/hipt256/index.tsv": sha256_file(index)}
     assert m["profile"] == ["profiles/local"] and m["tessera"]["git"]["commit"]
     # written twice, the same bytes (no timestamp, sorted keys)
     write_manifest(m, tmp_path / "again.json")

@@ -179,12 +179,14 @@ def genomic_weights(gene_tables: Sequence[str | os.PathLike]) -> dict:
     return {"weights": [{k: _plain(v) for k, v in rec.items()} for rec in distinct.to_dict("records")]}
 
 
-def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapping[str, str],
-                   feature_indexes: Mapping[str, str], gene_tables: Sequence[str], outputs: Sequence[str],
+def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapping[str, tuple[str, str]],
+                   feature_indexes: Mapping[str, str], gene_tables: Sequence[str], outputs: Mapping[str, str],
                    source_dir: str | os.PathLike, context: Mapping) -> dict:
-    """The manifest as a JSON-ready dict. ``inputs``: role → file (sheets, reference, annotation);
-    ``feature_indexes``: encoder → its cohort ``index.tsv``; ``gene_tables``: per-gene embedding tables;
-    ``outputs``: cohort-level result files to checksum; ``context``: :func:`run_context`."""
+    """The manifest as a JSON-ready dict. ``inputs``: role → (path as configured, file to read) for the
+    sheets, reference and annotation; ``feature_indexes``: encoder → its cohort ``index.tsv``;
+    ``gene_tables``: per-gene embedding tables; ``outputs``: cohort-level results, path as the workflow
+    names it → file to read (the two differ where a storage plugin staged the file);
+    ``context``: :func:`run_context`."""
     source_dir = Path(source_dir)
     constraints = source_dir / "constraints.txt"
     config = redact(dict(config))
@@ -199,14 +201,14 @@ def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapp
         "config": config,
         "config_files": [{"path": str(p), "sha256": sha256_file(p)} for p in config_files],
         "conda_envs": {p.name: sha256_file(p) for p in sorted((source_dir / "envs").glob("*.yaml"))},
-        "inputs": {role: {"path": str(p), "sha256": sha256_file(p)} for role, p in inputs.items()},
+        "inputs": {role: {"path": str(name), "sha256": sha256_file(local)} for role, (name, local) in inputs.items()},
         "weights": {
             "pathology": {enc: pathology_weights(index) for enc, index in feature_indexes.items()},
             "genomics": genomic_weights(gene_tables) if gene_tables else None,
         },
         "seeds": {**collect_seeds(config), **{f"survival.models.{n}.seed (effective)": s
                                               for n, s in survival_models.items()}},
-        "outputs": {str(p): sha256_file(p) for p in sorted(outputs, key=str)},
+        "outputs": {str(name): sha256_file(outputs[name]) for name in sorted(outputs, key=str)},
     }
 
 
