@@ -12,6 +12,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/slides.smk"
 include: "rules/pathology.smk"
@@ -20,15 +23,25 @@ include: "rules/explain.smk"
 include: "rules/survival.smk"
 
 
+# The results a run makes (rule all); the manifest records them with their checksums.
+RESULTS = [
+    "results/qc/slides.tsv",
+    *expand("results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS),
+    *expand(
+        "results/features/{encoder}/slide_embeddings.parquet",
+        encoder=PATHOLOGY_ENCODERS,
+    ),
+    f"results/genomics/{NT_MODEL}/embeddings.parquet",
+    *explain_targets(),
+    *SURVIVAL_TARGETS,
+]
+
+
+include: "rules/provenance.smk"
+
+
 rule all:
     default_target: True
     input:
-        "results/qc/slides.tsv",
-        expand("results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS),
-        expand(
-            "results/features/{encoder}/slide_embeddings.parquet",
-            encoder=PATHOLOGY_ENCODERS,
-        ),
-        f"results/genomics/{NT_MODEL}/embeddings.parquet",
-        explain_targets(),
-        SURVIVAL_TARGETS,
+        RESULTS,
+        "results/manifest.json",

@@ -8,6 +8,7 @@ from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from tessera.config import check_config
 from tessera.plan import plan_cohort
 from tessera.remote import check_remote_inputs, tracked_files
+from tessera.survival.settings import family_outputs
 
 validate(config, "../config/schemas/config.schema.yaml")
 check_config(
@@ -53,6 +54,18 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+def canonical(value):
+    """``value`` with the keys of every dict in sorted order, for dict params of rules whose code reads
+    them by key. Snakemake's params rerun trigger compares params key order included: a config section
+    saved again with its keys in another order would otherwise rerun every job that takes it.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def shard_dirs(pattern, shards):
     """Paths of a per-shard output for the given shards."""
     return [pattern.format(shard=shard) for shard in shards]
@@ -73,3 +86,79 @@ def explain_targets():
     if all(any(r.is_producer(f) for r in upstream) for f in needs):
         return [f"results/explain/{enc}/report.html"]
     return []
+
+
+# --- `snakemake --report`: outputs registered with their captions (report/), by category ---
+
+
+def slide_shard_output():
+    """The slide stage's shard directory; its QC thumbnails go into the report if config asks."""
+    shard_dir = directory("results/slides/shard-{shard}")
+    if not config.get("report", {}).get("slide_thumbnails", False):
+        return shard_dir
+    return report(
+        shard_dir,
+        patterns=["thumbnails/{slide_id}.png"],
+        caption="../report/slides/thumbnail.rst",
+        category="Slides QC",
+        subcategory="Thumbnails, shard {shard}",
+        labels={"slide": "{slide_id}", "shard": "{shard}"},
+    )
+
+
+def explain_report_item(name, caption, label):
+    """results/explain/{encoder}/<name>, registered for `snakemake --report` under Explain."""
+    return report(
+        f"results/explain/{{encoder}}/{name}",
+        caption=f"../report/explain/{caption}",
+        category="Explain",
+        subcategory="{encoder}",
+        labels={"encoder": "{encoder}", "result": label},
+    )
+
+
+# What each model file shows in `snakemake --report` (caption under report/survival/, label).
+SURVIVAL_REPORT = {
+    "metrics.json": ("metrics.rst", "metrics"),
+    "oof_predictions.tsv": ("oof_predictions.rst", "out-of-fold risk"),
+    "km_risk_groups.png": ("km.rst", "Kaplan-Meier risk groups"),
+    "td_auc.png": ("td_auc.rst", "time-dependent AUC"),
+    "td_auc.tsv": ("td_auc.rst", "time-dependent AUC (table)"),
+    "MODEL.md": ("model_card.rst", "model card"),
+    "oof_survival.tsv": ("oof_survival.rst", "out-of-fold survival functions"),
+    "brier.png": ("brier.rst", "Brier score"),
+    "brier.tsv": ("brier.rst", "Brier score (table)"),
+    "calibration.png": ("calibration.rst", "calibration"),
+    "calibration.tsv": ("calibration.rst", "calibration (table)"),
+    "attributions.tsv": ("attributions.rst", "attributions"),
+    "attribution_summary.tsv": ("attribution_summary.rst", "attribution summary"),
+    "training.png": ("training.rst", "training curves"),
+}
+
+
+def survival_outputs(family):
+    """A rule family's output files, those listed in SURVIVAL_REPORT registered for the report."""
+    outputs = []
+    for path in family_outputs(family):
+        caption, label = SURVIVAL_REPORT.get(path.rsplit("/", 1)[1], (None, None))
+        if caption is not None:
+            path = report(
+                path,
+                caption=f"../report/survival/{caption}",
+                category="Survival",
+                subcategory="{model}",
+                labels={"model": "{model}", "result": label},
+            )
+        outputs.append(path)
+    return outputs
+
+
+def survival_item(path, caption, subcategory, label):
+    """A cohort-level survival output registered for the report."""
+    return report(
+        path,
+        caption=f"../report/survival/{caption}",
+        category="Survival",
+        subcategory=subcategory,
+        labels={"result": label},
+    )

@@ -88,12 +88,16 @@ rule explain_report:
         clinical=config["clinical"],
         slides=config["slides"],
     output:
-        report="results/explain/{encoder}/report.html",
-        clusters="results/explain/{encoder}/clusters.tsv",
-        fractions="results/explain/{encoder}/patient_fractions.tsv",
-        patients="results/explain/{encoder}/patients.tsv",
-        variance="results/explain/{encoder}/variance_explained.tsv",
-        gallery="results/explain/{encoder}/gallery.tsv",
+        report=explain_report_item("report.html", "report.rst", "report"),
+        clusters=explain_report_item("clusters.tsv", "clusters.rst", "clusters"),
+        fractions=explain_report_item(
+            "patient_fractions.tsv", "patient_fractions.rst", "patient fractions"
+        ),
+        patients=explain_report_item("patients.tsv", "patients.rst", "patients"),
+        variance=explain_report_item(
+            "variance_explained.tsv", "variance.rst", "variance explained"
+        ),
+        gallery=explain_report_item("gallery.tsv", "gallery.rst", "gallery"),
     log:
         "logs/explain/{encoder}/report.log",
     benchmark:
@@ -105,6 +109,6 @@ rule explain_report:
         mem_mb=8000,
         runtime=60,
     params:
-        settings=EXPLAIN,
+        settings=canonical(EXPLAIN),
     script:
         "../scripts/explain_report.py"

@@ -52,7 +52,13 @@ rule gene_region:
         reference=config["reference"],
         fai=config["reference"] + ".fai",
     output:
-        "results/genomics/regions/{gene}.tsv",
+        report(
+            "results/genomics/regions/{gene}.tsv",
+            caption="../report/genomics/region.rst",
+            category="Genomics",
+            subcategory="Gene regions",
+            labels={"gene": "{gene}"},
+        ),
     log:
         "logs/genomics/regions/{gene}.log",
     conda:
@@ -60,7 +66,7 @@ rule gene_region:
     resources:
         mem_mb=2000,
     params:
-        spec=lambda wc: region_spec(config, wc.gene),
+        spec=lambda wc: canonical(region_spec(config, wc.gene)),
         annotation=config["annotation"],
     script:
         "../scripts/gene_region.py"
@@ -84,7 +90,7 @@ rule gene_sequences:
         runtime=120,
     params:
         patients=lambda wc: GENOMICS_BY_SHARD[wc.shard],
-        sequences=config["gene_sequences"],
+        sequences=canonical(config["gene_sequences"]),
     script:
         "../scripts/gene_sequences.py"
 
@@ -100,7 +106,7 @@ rule nt_random_weights:
         mem_mb=4000,
     params:
         kind=config["genomics_model"]["kind"],
-        architecture=config["genomics_model"]["random_architecture"],
+        architecture=canonical(config["genomics_model"]["random_architecture"]),
         seed=config["genomics_model"]["random_seed"],
     script:
         "../scripts/nt_random_weights.py"
@@ -128,7 +134,7 @@ rule embed_gene:
         runtime=240,
     params:
         weights=lambda wc, input: input.weights[0] if RANDOM_WEIGHTS else NT_WEIGHTS,
-        model=config["genomics_model"],
+        model=canonical(config["genomics_model"]),
     script:
         "../scripts/embed_gene.py"
 

@@ -44,7 +44,7 @@ rule extract_features:
         runtime=PATHOLOGY["runtime_min"],
     params:
         slides=lambda wc: PLAN.slides_by_shard[wc.shard],
-        pathology=PATHOLOGY,
+        pathology=canonical(PATHOLOGY),
     script:
         "../scripts/extract_features.py"
 
@@ -55,7 +55,13 @@ rule collect_features:
             f"results/features/{wc.encoder}/shard-{{shard}}", PLAN.slide_shards
         ),
     output:
-        index="results/features/{encoder}/index.tsv",
+        index=report(
+            "results/features/{encoder}/index.tsv",
+            caption="../report/pathology/features_index.rst",
+            category="Pathology",
+            subcategory="{encoder}",
+            labels={"encoder": "{encoder}", "table": "feature index"},
+        ),
         embeddings="results/features/{encoder}/slide_embeddings.parquet",
     log:
         "logs/features/collect-{encoder}.log",

@@ -5,7 +5,7 @@
 
 rule patch_slides:
     output:
-        directory("results/slides/shard-{shard}"),
+        slide_shard_output(),
     log:
         "logs/slides/shard-{shard}.log",
     benchmark:
@@ -17,7 +17,7 @@ rule patch_slides:
         runtime=120,
     params:
         slides=lambda wc: PLAN.slides_by_shard[wc.shard],
-        patching=config["patching"],
+        patching=canonical(config["patching"]),
     script:
         "../scripts/patch_slides.py"
 
@@ -26,7 +26,13 @@ rule slides_qc:
     input:
         shard_dirs("results/slides/shard-{shard}", PLAN.slide_shards),
     output:
-        "results/qc/slides.tsv",
+        report(
+            "results/qc/slides.tsv",
+            caption="../report/slides/qc_table.rst",
+            category="Slides QC",
+            subcategory="Cohort",
+            labels={"table": "slide index"},
+        ),
     log:
         "logs/slides/qc.log",
     conda:

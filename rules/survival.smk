@@ -38,8 +38,12 @@ rule survival_cohort:
         unpack(lambda wc: cohort_inputs(config)),
     output:
         table="results/cohort/table.parquet",
-        excluded="results/cohort/excluded.tsv",
-        summary="results/cohort/summary.json",
+        excluded=survival_item(
+            "results/cohort/excluded.tsv", "cohort_excluded.rst", "Cohort", "excluded"
+        ),
+        summary=survival_item(
+            "results/cohort/summary.json", "cohort_summary.rst", "Cohort", "summary"
+        ),
     log:
         "logs/survival/cohort.log",
     conda:
@@ -56,7 +60,7 @@ rule survival_tabular:
     input:
         unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
     output:
-        family_outputs("survival_tabular"),
+        survival_outputs("survival_tabular"),
     log:
         "logs/survival/{model}.log",
     benchmark:
@@ -82,7 +86,7 @@ rule survival_ranking:
     input:
         unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
     output:
-        family_outputs("survival_ranking"),
+        survival_outputs("survival_ranking"),
     log:
         "logs/survival/{model}.log",
     benchmark:
@@ -108,7 +112,7 @@ rule survival_deep:
     input:
         unpack(lambda wc: model_inputs(SURVIVAL, wc.model)),
     output:
-        family_outputs("survival_deep"),
+        survival_outputs("survival_deep"),
     log:
         "logs/survival/{model}.log",
     benchmark:
@@ -134,8 +138,18 @@ rule survival_summary:
     input:
         expand("results/models/{model}/metrics.json", model=SURVIVAL_ENTRIES),
     output:
-        tsv="results/models/summary.tsv",
-        png="results/models/summary.png",
+        tsv=survival_item(
+            "results/models/summary.tsv",
+            "summary_table.rst",
+            "Models compared",
+            "table",
+        ),
+        png=survival_item(
+            "results/models/summary.png",
+            "summary_figure.rst",
+            "Models compared",
+            "figure",
+        ),
     log:
         "logs/survival/summary.log",
     conda:

@@ -1,5 +1,7 @@
 """Adapter for rule embed_gene: Nucleotide Transformer embeddings of one gene for the whole cohort."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 import torch
 
 from tessera.devices import torch_device

@@ -1,5 +1,7 @@
 """Adapter for rule explain_assign: every patch of one feature shard assigned to its nearest centroid."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from threadpoolctl import threadpool_limits
 
 from tessera.explain.clusters import assign_shard

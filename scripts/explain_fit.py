@@ -1,5 +1,7 @@
 """Adapter for rule explain_fit: MiniBatchKMeans centroids on the pooled per-shard samples."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from threadpoolctl import threadpool_limits
 
 from tessera.explain.clusters import fit_centroids

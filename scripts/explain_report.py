@@ -1,5 +1,7 @@
 """Adapter for rule explain_report: prevalence, association, galleries and maps → report.html + TSVs."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from pathlib import Path
 
 from tessera.explain.report import ExplainSettings, build_report

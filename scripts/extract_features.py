@@ -1,5 +1,7 @@
 """Adapter for rule extract_features: one shard of slides → a feature directory per encoder."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from tessera.pathology.extract import extract_shard
 from tessera.pathology.params import ExtractParams
 from tessera.runlog import log_to

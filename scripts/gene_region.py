@@ -1,5 +1,7 @@
 """Adapter for rule gene_region: one gene (with flanks) or explicit region, on the reference's contigs."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 import pandas as pd
 
 from tessera.genomics.genes import fasta_contigs, resolve_explicit, resolve_gene

@@ -1,5 +1,7 @@
 """Adapter for rule gene_sequences: both haplotypes of one gene for every patient of one shard."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from tessera.genomics.genes import Region
 from tessera.genomics.sequences import SequenceParams, patient_sequences_shard
 from tessera.runlog import log_to

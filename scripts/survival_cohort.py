@@ -1,5 +1,7 @@
 """Adapter for rule survival_cohort: results/cohort/{table.parquet, excluded.tsv, summary.json}."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from tessera.runlog import log_to
 from tessera.sheets import read_genomics_sheet, read_slide_sheet
 from tessera.survival.cohort_table import build_cohort_table, write_cohort_table

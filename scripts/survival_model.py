@@ -1,5 +1,7 @@
 """Adapter for rules survival_tabular, survival_ranking and survival_deep: one model → results/models/{model}/."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from pathlib import Path
 
 from tessera.runlog import log_to

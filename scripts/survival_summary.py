@@ -1,5 +1,7 @@
 """Adapter for rule survival_summary: results/models/summary.{tsv,png} from every model's metrics.json."""
 
+import _workflow_src  # noqa: F401  (the checkout's src/ on sys.path; see that module)
+
 from tessera.runlog import log_to
 from tessera.survival.run import summarise
 

@@ -25,7 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
 REGION = "eu-west-2"
-IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/tessera:test"
+# pinned by digest, as the remote profiles require (tessera.profiles.require_pinned_image)
+IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/tessera@sha256:{'5e' * 32}"
 JOB_ROLE = "arn:aws:iam::123456789012:role/tessera-job"
 JOB_QUEUE = f"arn:aws:batch:{REGION}:123456789012:job-queue/tessera"
 
@@ -133,9 +134,9 @@ def copy_cohort(cohort: Path, dest: Path) -> Path:
 
 
 def copy_workflow(dest: Path) -> Path:
-    """The workflow's files (Snakefile, rules, scripts, config, envs, profiles) in ``dest``, as a user's clone."""
+    """The workflow's files (Snakefile, rules, scripts, config, envs, profiles, report captions) in ``dest``, as a user's clone."""
     dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+    for item in ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"):
         src = REPO / item
         if src.is_dir():
             shutil.copytree(src, dest / item)

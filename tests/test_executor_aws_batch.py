@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import yte
@@ -66,7 +67,8 @@ def test_workflow_runs_and_a_failing_job_reports_its_reason(sandbox, tmp_path):
     gpu, cpu = _requirements(definitions["gpu_step"]), _requirements(definitions["cpu_step"])
     assert gpu == {"VCPU": "1", "MEMORY": "8192", "GPU": "1"}
     assert cpu == {"VCPU": "2", "MEMORY": "4096"}  # no GPU, and the memory asked for, not less
-    timeout = yte.process_yaml(open(PROFILE / "config.v8+.yaml"), require_use_yte=True)["aws-batch-task-timeout"]
+    with open(PROFILE / "config.v8+.yaml") as f, mock.patch.object(sys, "argv", ["snakemake", "--container-image", IMAGE]):
+        timeout = yte.process_yaml(f, require_use_yte=True)["aws-batch-task-timeout"]  # (the profile's guards read argv)
     assert timeout > 300
     for d in definitions.values():
         assert d["timeout"] == {"attemptDurationSeconds": timeout}

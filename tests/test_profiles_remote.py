@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yte
@@ -41,7 +42,9 @@ print("RULES=" + json.dumps(rules))
 
 
 def _profile(name: str) -> dict:
-    with open(REPO / "profiles" / name / "config.v8+.yaml") as f:
+    """The profile as Snakemake reads it, on a command line that names a pinned image (its guard)."""
+    argv = ["snakemake", "--profile", f"profiles/{name}", "--container-image", f"r/tessera@sha256:{'0' * 64}"]
+    with open(REPO / "profiles" / name / "config.v8+.yaml") as f, mock.patch.object(sys, "argv", argv):
         return yte.process_yaml(f, require_use_yte=True)
 
 

@@ -60,3 +60,26 @@ def refuse_job_credentials(argv: Sequence[str] | None = None, environ: Mapping[s
             fix="remove them: remote jobs get their credentials from the job role (and this process from "
             "your usual AWS configuration, e.g. AWS_PROFILE or SSO)",
         )
+
+
+PINNED_IMAGE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
+def require_pinned_image(argv: Sequence[str] | None = None) -> None:
+    """Raise :class:`InputError` unless ``--container-image`` names the job image by digest.
+
+    A tag (``tessera:v1.2``) can be moved to another image; ``REGISTRY/tessera@sha256:<digest>`` cannot,
+    so the remote profiles accept only that, and the run manifest records it (README, "Reproducing a
+    paper's results").
+    """
+    argv = sys.argv if argv is None else argv
+    images = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--container-image"]
+    images += [a.split("=", 1)[1] for a in argv if a.startswith("--container-image=")]
+    if not images or not PINNED_IMAGE.match(images[-1]):
+        given = f"'{images[-1]}'" if images else "no --container-image"
+        raise InputError(
+            f"the job image must be pinned by digest ({given})",
+            fix="pass --container-image REGISTRY/tessera@sha256:<digest>, the digest `docker push` printed "
+            "(or: aws ecr describe-images --repository-name tessera --image-ids imageTag=TAG "
+            "--query 'imageDetails[0].imageDigest'); containers/README.md, 'Pin the image by digest'",
+        )

@@ -175,6 +175,11 @@ class TabularModel:
         estimator = make_estimator(self.kind, self.params, self.seed, self.n_jobs)
         pre = make_preprocessor(self.columns_, len(X), self.pca, self.seed)
         self.pipeline_ = Pipeline(pre.steps + [("model", estimator)]).fit(X, target)
+        if self.kind in _THREADED:
+            # Forests predict by adding each tree's prediction into one array; threads add in the order
+            # they finish, and floating-point sums depend on that order. One thread: the same bytes
+            # every run (trees were built in parallel; each has its own seed, so that part is exact).
+            estimator.set_params(n_jobs=1)
         if self.has_survival:
             self.survival_domain_ = float(self.pipeline_.predict_survival_function(X.iloc[:1])[0].domain[1])
         return self

@@ -1,0 +1,61 @@
+# Provenance: results/manifest.json, what a paper cites to rerun these results (README "Reproducing
+# a paper's results"). A local job: it runs where `snakemake` was started, so it sees the command line's
+# profile and the config files, even when every other job runs on AWS Batch or SageMaker.
+
+import json
+import os
+import sys
+
+from tessera.manifest import CONTEXT_ENV, run_context
+
+# Snakemake does not tell a workflow which profile it was started with: read it (and the container
+# image) from this process's command line (or $SNAKEMAKE_PROFILE) and hand it to the manifest job
+# through its environment, which is not a rerun trigger (the manifest records the run that wrote it).
+if workflow.is_main_process:
+    os.environ[CONTEXT_ENV] = json.dumps(run_context(sys.argv[1:], os.environ))
+
+
+rule manifest:
+    input:
+        results=RESULTS,
+        slides=config["slides"],
+        clinical=config["clinical"],
+        genomics=config["genomics"],
+        reference=config["reference"],
+        reference_fai=config["reference"] + ".fai",
+        annotation=config["annotation"],
+        feature_indexes=expand(
+            "results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS
+        ),
+        gene_tables=expand(f"results/genomics/{NT_MODEL}/{{gene}}.parquet", gene=GENES),
+    output:
+        report(
+            "results/manifest.json",
+            caption="../report/provenance/manifest.rst",
+            category="Provenance",
+            labels={"result": "run manifest"},
+        ),
+    log:
+        "logs/manifest.log",
+    localrule: True
+    conda:
+        "../envs/provenance.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        config=canonical(config),
+        # the paths as the workflow names them (under S3 storage the job reads staged copies)
+        results=RESULTS,
+        inputs={
+            "slides": config["slides"],
+            "clinical": config["clinical"],
+            "genomics": config["genomics"],
+            "reference": config["reference"],
+            "reference_fai": config["reference"] + ".fai",
+            "annotation": config["annotation"],
+        },
+        config_files=[str(f) for f in workflow.configfiles],
+        encoders=PATHOLOGY_ENCODERS,
+        source=workflow.basedir,
+    script:
+        "../scripts/manifest.py"
