@@ -6,6 +6,13 @@
 
 EXPLAIN = config["explain"]
 
+# The pseudonym salt is a secret: it travels as an environment variable (checked at parse time by
+# tessera.config), which remote executors pass on to their jobs, never in a config or params.
+if EXPLAIN.get("pseudonymise"):
+
+    envvars:
+        EXPLAIN["pseudonym_salt_env"],
+
 
 rule explain_sample:
     input:

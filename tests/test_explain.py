@@ -246,22 +246,26 @@ def test_out_of_fold_predictions_are_checked_and_averaged(tmp_path):
         association.read_oof(path)
 
 
-def test_pseudonyms_are_stable_keyed_and_replace_every_id(tmp_path):
+def test_pseudonyms_are_stable_keyed_and_replace_every_id(tmp_path, monkeypatch):
     salt = "s3cr3t-salt-0123456789"
     a, b = Pseudonyms(salt), Pseudonyms(salt)
     assert a.patient("P001") == b.patient("P001") and re.fullmatch(r"PT-[0-9a-f]{12}", a.patient("P001"))
     assert a.patient("P001") != Pseudonyms(salt + "x").patient("P001") and a.slide("P001") != a.patient("P001")
-    with pytest.raises(InputError, match="pseudonym_salt"):
+    with pytest.raises(InputError, match="shorter than 16"):
         Pseudonyms("short")
+    settings = ExplainSettings(k=4, gallery_size=2, n_maps=0, pseudonymise=True, pseudonym_salt_env="COHORT_SALT")
     cohort = planted_cohort(tmp_path / "c", n_patients=12)
-    out = run_explain(cohort, tmp_path / "explain",
-                      ExplainSettings(k=4, gallery_size=2, n_maps=0, pseudonymise=True, pseudonym_salt=salt))
+    monkeypatch.delenv("COHORT_SALT", raising=False)
+    with pytest.raises(InputError, match="variable COHORT_SALT is not set"):
+        run_explain(cohort, tmp_path / "unsalted", settings)
+    monkeypatch.setenv("COHORT_SALT", salt)  # the salt comes from the environment, like a credential
+    out = run_explain(cohort, tmp_path / "explain", settings)
     texts = [re.sub(r"data:image/[^\"]+", "", (out / name).read_text()) for name in ("report.html", "patients.tsv", "patient_fractions.tsv",
                                                    "gallery.tsv")]
     leaks = [m.group(0) for t in texts for m in re.finditer(r".{40}P0\d\d.{20}", t)]
     assert not leaks  # no real patient or slide ID anywhere
     assert all(salt not in t for t in texts)
-    assert a.patient("P001") in texts[1] and "(secret, not shown)" in texts[0]
+    assert a.patient("P001") in texts[1] and "COHORT_SALT" in texts[0]  # the variable's name, never the salt
 
 
 def test_gallery_reads_tissue_at_full_resolution_and_never_the_label(tmp_path, cmu_slide, monkeypatch):
@@ -300,7 +304,7 @@ def test_patients_without_patches_are_left_out_with_the_reason():
     assert fractions.loc["A"].tolist() == [0.75, 0.0, 0.25] and without == ["B"]
 
 
-def test_config_checks_the_explain_section():
+def test_config_checks_the_explain_section(monkeypatch):
     import yaml
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
@@ -315,8 +319,14 @@ def test_config_checks_the_explain_section():
     for bad in ({"k": "many"}, {"k": 1}, {"per_slide_cap": 0}, {"unknown": 1}):
         with pytest.raises(WorkflowError):
             validate({**config, "explain": {**config["explain"], **bad}}, schema)
-    with pytest.raises(InputError, match="pseudonym_salt is missing or shorter than 16"):
-        check_config({**config, "explain": {**config["explain"], "pseudonymise": True, "pseudonym_salt": "abc"}})
+    salted = {**config, "explain": {**config["explain"], "pseudonymise": True, "pseudonym_salt_env": "TEST_SALT"}}
+    with pytest.raises(InputError, match="pseudonymise is on but the pseudonym salt variable TEST_SALT is not set"):
+        check_config(salted)
+    monkeypatch.setenv("TEST_SALT", "abc")
+    with pytest.raises(InputError, match="TEST_SALT is shorter than 16 characters"):
+        check_config(salted)
+    monkeypatch.setenv("TEST_SALT", "0123456789abcdef")
+    check_config(salted)
     with pytest.raises(InputError, match="explain.model 'cox' is not one of survival.models") as err:
         check_config({**config, "explain": {**config["explain"], "model": "cox"}})
     assert err.value.field == "explain.model"

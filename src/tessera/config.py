@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tessera.errors import InputError
+from tessera.explain import pseudonyms
 
 
 def check_config(config: dict, file: str = "config") -> None:
@@ -27,12 +28,10 @@ def check_config(config: dict, file: str = "config") -> None:
             field="patching.tissue.mask_mpp", fix=f"use at most {patch_um / 4:g} µm/px (4 mask pixels per patch)",
         )
     e = config.get("explain", {})
-    if e.get("pseudonymise") and len(e.get("pseudonym_salt", "")) < 16:
-        raise InputError(
-            "explain.pseudonymise is on but explain.pseudonym_salt is missing or shorter than 16 characters",
-            file=file, field="explain.pseudonym_salt",
-            fix="set a long random secret per cohort, e.g. python -c \"import secrets; print(secrets.token_hex(32))\"",
-        )
+    salt_problem = pseudonyms.salt_problem(e.get("pseudonym_salt_env", "TESSERA_PSEUDONYM_SALT"))
+    if e.get("pseudonymise") and salt_problem:
+        raise InputError(f"explain.pseudonymise is on but {salt_problem}", file=file,
+                         field="explain.pseudonym_salt_env", fix=pseudonyms.SALT_FIX)
     models = [m.get("name") for m in config.get("survival", {}).get("models", [])]
     if e.get("model") and e["model"] not in models:
         raise InputError(

@@ -60,7 +60,7 @@ class ExplainSettings:
     cv_folds: int = 5
     covariates: list[str] = field(default_factory=list)
     pseudonymise: bool = False
-    pseudonym_salt: str = ""
+    pseudonym_salt_env: str = "TESSERA_PSEUDONYM_SALT"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ExplainSettings":
@@ -68,9 +68,8 @@ class ExplainSettings:
         return cls(**{k: v for k, v in cfg.items() if k in known})
 
     def shown(self) -> list[tuple[str, str]]:
-        """The settings as the report shows them (the salt never)."""
-        return [(k, "(secret, not shown)" if k == "pseudonym_salt" else str(v)) for k, v in asdict(self).items()
-                if k != "pseudonym_salt" or self.pseudonymise]
+        """The settings as the report shows them (the salt's variable name, never the salt)."""
+        return [(k, str(v)) for k, v in asdict(self).items() if k != "pseudonym_salt_env" or self.pseudonymise]
 
 
 def _f(x: float, digits: int = 2) -> str:
@@ -130,7 +129,7 @@ def build_report(
     """Run the cohort-level analysis and write the report and tables into ``out_dir``; returns the report path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ids = Pseudonyms(settings.pseudonym_salt if settings.pseudonymise else None)
+    ids = Pseudonyms.from_env(settings.pseudonym_salt_env) if settings.pseudonymise else Pseudonyms(None)
     _, cattrs = read_centroids(centroids_h5)
     k, prov = int(cattrs["k"]), cattrs["provenance"]
     counts, index = read_counts(assign_dirs)
