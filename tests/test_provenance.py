@@ -13,7 +13,8 @@ import pytest
 from conftest import REPO
 from tessera.cli import main as cli
 from tessera.errors import InputError
-from tessera.manifest import build_manifest, redact, run_context, sha256_file, write_manifest
+from tessera.checksum import sha256_file
+from tessera.manifest import build_manifest, redact, run_context, write_manifest
 from tessera.profiles import require_pinned_image
 from tessera.rundiff import compare_runs
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from conftest import REPO, cohort_config, run_snakemake, snakemake_cmd
 from tessera.demo import make_demo_cohort
-from tessera.manifest import sha256_file
+from tessera.checksum import sha256_file
 from tessera.rundiff import allowed_reason, checksums, compare_runs
 
 pytestmark = pytest.mark.workflow

@@ -10,7 +10,6 @@ that look like secrets are redacted and URLs lose their user-info.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -27,6 +26,7 @@ import pandas as pd
 
 from tessera import __version__
 from tessera.atomic import write_text
+from tessera.checksum import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,6 @@ CONTEXT_ENV = "TESSERA_RUN_CONTEXT"
 SECRET_KEY = re.compile(r"secret|passw|token|credential|access_key|api_key|private_key|session|salt", re.I)
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.I)
 REDACTED = "<redacted>"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def redact(value: object) -> object:

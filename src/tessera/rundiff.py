@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.manifest import sha256_file
+from tessera.checksum import sha256_file
 
 #: Result files allowed to differ between two runs (glob on the path relative to the working
 #: directory) → why. Logs and benchmark TSVs live outside results/ and are never compared.

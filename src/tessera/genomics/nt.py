@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tessera.checksum import sha256_file
 from tessera.errors import InputError
 from tessera.genomics.tokenizer import NTTokenizer
 from tessera.uri import download, is_s3, split_s3
@@ -355,14 +356,6 @@ def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, tuple[i
         )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fetch(source: str, name: str, dest: Path) -> Path | None:
     """``source/name`` as a local path (downloaded from S3 when needed), or None when absent."""
     if not is_s3(source):
@@ -417,9 +410,9 @@ def read_checkpoint(source: str, work: Path) -> tuple[dict, dict[str, torch.Tens
                     raise InputError(f"weight shard {shard} listed in {name} is missing", file=source,
                                      fix="copy every shard of the checkpoint")
                 state.update(_read_weights(shard_path))
-                digests.append(f"{shard}:{_sha256(shard_path)}")
+                digests.append(f"{shard}:{sha256_file(shard_path)}")
             return cfg, state, hashlib.sha256("\n".join(digests).encode()).hexdigest(), f"{source.rstrip('/')}/{name}"
-        return cfg, _read_weights(path), _sha256(path), f"{source.rstrip('/')}/{name}"
+        return cfg, _read_weights(path), sha256_file(path), f"{source.rstrip('/')}/{name}"
     raise InputError("no weights in the model directory", file=source,
                      fix="give model.safetensors or pytorch_model.bin (or their sharded .index.json forms)")
 

@@ -21,7 +21,6 @@ every job, so shards stay comparable); outputs then say so, and a warning is log
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import struct
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from tessera.checksum import sha256_file
 from tessera.errors import InputError
 from tessera.pathology.params import RANDOM
 from tessera.pathology.registry import EncoderSpec
@@ -62,14 +62,6 @@ class Weights:
         if self.random:
             out[f"{prefix}_seed"] = self.seed
         return out
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_safetensors(path: Path) -> bool:
