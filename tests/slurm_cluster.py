@@ -4,7 +4,7 @@ slurmd, every file of theirs (configs, state, sockets, logs, the database) in on
 Accounting is real: snakemake-executor-plugin-slurm reads job states and failure reasons with ``sacct``,
 which answers only from slurmdbd's database (with ``accounting_storage/none`` it reports "Slurm
 accounting storage is disabled"). The node has two partitions (``cpu``, the default, and ``gpu``) and
-two GPUs as a typed ``gres`` (``gpu:tgpu:2``) whose device files are made here, so SLURM
+three GPUs as a typed ``gres`` (``gpu:tgpu:3``) whose device files are made here, so SLURM
 schedules, counts and hands out the GPU (setting ``CUDA_VISIBLE_DEVICES`` in the job) although there is
 no GPU. The daemons run as root (munged as its own user, as Debian runs it); jobs run as the submitting
 user. Used by tests/test_slurm.py; ``python tests/slurm_cluster.py`` starts one by hand and prints how
@@ -31,7 +31,7 @@ DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", 
 CLUSTER = "tessera-test"
 ACCOUNT = "tessera"
 GPU_MODEL = "tgpu"
-GPUS = 2
+GPUS = 3
 
 
 class ClusterUnavailable(RuntimeError):
@@ -153,8 +153,7 @@ JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 SwitchType=switch/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=1000
+SelectTypeParameters=CR_Core
 GresTypes=gpu
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
@@ -214,9 +213,10 @@ def slurm_cluster(base_env: dict[str, str] | None = None) -> Iterator[SlurmClust
     try:
         _start_munge(cluster)
         _start_database(cluster, ports["mariadb"])
-        # at least 4 CPUs, more than a 2-core machine has (slurmd accepts it: config_overrides): a job that
-        # waits on a status check or holds a GPU never keeps another from starting; the OS shares the cores
-        cpus = max(4, os.cpu_count() or 1)
+        # at least 6 CPUs, more than a 2-core machine has (slurmd accepts it: config_overrides), and memory
+        # not counted (CR_Core): the tests' runs share the node at once, and a job that waits on a status
+        # check or holds a GPU never keeps another from starting; the OS shares the cores
+        cpus = max(6, os.cpu_count() or 1)
         (root / "etc" / "slurm.conf").write_text(_slurm_conf(root, host, ports, cpus, _mem_mb()))
         # the GPUs' device files: character devices (slurmd accepts no other) that are /dev/null
         for i in range(GPUS):

@@ -25,11 +25,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cohort_config, snakemake_cmd
+from conftest import REPO, cohort_config
 from slurm_cluster import ACCOUNT, GPU_MODEL
 from tessera.profiles import SLURM_SITE, slurm_resources
 from tessera.rundiff import compare_runs
@@ -64,39 +65,81 @@ def jobs_of(cluster, output: str) -> list[dict[str, str]]:
     return jobs
 
 
+@dataclass
+class Run:
+    """A snakemake run going on in the background; ``finish()`` waits for it."""
+
+    cwd: Path
+    proc: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
+    output: str = ""
+    seconds: float = 0.0
+
+    @classmethod
+    def start(cls, cwd: Path, args: list[str], env: dict[str, str]) -> "Run":
+        log = open(cwd / "run.log", "w")
+        return cls(cwd, subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True))
+
+    def finish(self, timeout: float = 1500) -> "Run":
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.seconds = time.monotonic() - self.started
+        self.output = (self.cwd / "run.log").read_text()
+        return self
+
+
 @pytest.fixture(scope="module")
-def tiny_runs(slurm, tiny_cohort, tmp_path_factory):
-    """The tiny cohort's default target through profiles/slurm, and through profiles/local as the
-    reference; both from the repository's Snakefile with one config file, so the run manifests differ
-    only in the profile they record. The local run goes on beside the SLURM run (whose jobs mostly
-    wait on the scheduler), to keep the suite's time down."""
-    root = tmp_path_factory.mktemp("slurm-tiny")
+def runs(slurm, tiny_cohort, tmp_path_factory):
+    """Three runs at once (their jobs mostly wait on the scheduler, so they share the machine well):
+    - ``tiny``: the tiny cohort's default target through profiles/slurm;
+    - ``local``: the same through profiles/local, the reference; both from the repository's Snakefile
+      with one config file, so the run manifests differ only in the profile they record;
+    - ``toy``: tests/executor_workflow through profiles/slurm with --keep-going: its CPU step, its GPU
+      step (given what the profile gives every GPU rule) and its failing step, while another job holds
+      GPU 0, so SLURM gives the GPU step another one.
+    Returns the finished runs by name, and the GPU index the holder had."""
+    root = tmp_path_factory.mktemp("slurm-runs")
     config = cohort_config(tiny_cohort, root, n_shards=2)
-    local, on_slurm = root / "local", root / "slurm"
-    local.mkdir()
-    on_slurm.mkdir()
+    for name in ("tiny", "local", "toy"):
+        (root / name).mkdir()
+    shutil.copytree(REPO / "tests" / "executor_workflow", root / "toy", dirs_exist_ok=True)
     env = slurm_env(slurm)
-    reference = subprocess.Popen(
-        snakemake_cmd("--directory", str(local), "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
-                      "--configfile", str(config)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    holder = slurm.run("sbatch", "--parsable", "--partition=gpu", f"--gpus={GPU_MODEL}:1", "--output=/dev/null",
+                       "--wrap=sleep 600").stdout.strip()
+    gpu_rule = [f"gpu_step:{k}={v}" for k, v in slurm_resources(gpus=1, environ=SITE).items()]
+    started: dict[str, Run] = {}
     try:
-        started = time.monotonic()
-        run = subprocess.run(snakemake_cmd("--directory", str(on_slurm), "--profile", PROFILE, "--configfile",
-                                           str(config), *FAST_POLLING),
-                             capture_output=True, text=True, env=env, timeout=1500)
-        took = time.monotonic() - started
-        ref_out = reference.communicate(timeout=1500)[0]
+        slurm.wait_for("the GPU holder", lambda: "R" in slurm.run("squeue", "-h", "-j", holder, "-o", "%t").stdout)
+        held = re.search(r"IDX:(\d+)", slurm.run("scontrol", "-d", "show", "job", holder).stdout)[1]
+        workflow = ["--snakefile", str(REPO / "Snakefile"), "--configfile", str(config)]
+        started["toy"] = Run.start(root / "toy", ["--profile", PROFILE, *FAST_POLLING, "--set-resources",
+                                                  *gpu_rule, "--keep-going", "gpu/report.json", "fail/never.txt"], env)
+        started["tiny"] = Run.start(root / "tiny", [*workflow, "--profile", PROFILE, *FAST_POLLING], env)
+        started["local"] = Run.start(root / "local", [*workflow, "--profile", str(REPO / "profiles" / "local"),
+                                                      "--cores", "2"], env)
+        finished = {"toy": started["toy"].finish()}
+        slurm.run("scancel", holder)
+        finished.update((name, started[name].finish()) for name in ("tiny", "local"))
     finally:
-        reference.kill()
-    assert reference.returncode == 0, f"the local reference run failed:\n{ref_out[-5000:]}"
-    return local, on_slurm, run, took
+        slurm.run("scancel", holder, check=False)
+        for run in started.values():
+            if run.proc.poll() is None:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+    assert finished["local"].proc.returncode == 0, f"the local reference run failed:\n{finished['local'].output[-5000:]}"
+    return finished, held
 
 
-def test_tiny_cohort_on_slurm_writes_the_bytes_of_a_local_run(slurm, tiny_runs):
-    local, on_slurm, run, took = tiny_runs
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-6000:]
-    print(f"tiny cohort through profiles/slurm: {took:.0f} s")
+def test_tiny_cohort_on_slurm_writes_the_bytes_of_a_local_run(slurm, runs):
+    local, on_slurm = runs[0]["local"].cwd, runs[0]["tiny"].cwd
+    output = runs[0]["tiny"].output
+    assert runs[0]["tiny"].proc.returncode == 0, output[-6000:]
+    print(f"tiny cohort at once through profiles/slurm: {runs[0]['tiny'].seconds:.0f} s, "
+          f"profiles/local: {runs[0]['local'].seconds:.0f} s")
 
     diff = compare_runs(local, on_slurm)
     assert diff.only_a == diff.only_b == [], diff
@@ -119,48 +162,25 @@ def test_tiny_cohort_on_slurm_writes_the_bytes_of_a_local_run(slurm, tiny_runs):
             assert job["partition"] == "cpu" and "gpu" not in job["tres"], job
 
 
-@pytest.fixture(scope="module")
-def toy_run(slurm, tmp_path_factory):
-    """tests/executor_workflow through profiles/slurm with --keep-going: the CPU step, the GPU step (given
-    what the profile gives every GPU rule) and the failing step. Another job holds GPU 0 meanwhile, so
-    SLURM gives the GPU step the other one. Returns (working directory, the run, the holder's GPU index)."""
-    workdir = tmp_path_factory.mktemp("slurm-toy")
-    shutil.copytree(REPO / "tests" / "executor_workflow", workdir, dirs_exist_ok=True)
-    env = slurm_env(slurm)
-    holder = slurm.run("sbatch", "--parsable", "--partition=gpu", f"--gpus={GPU_MODEL}:1", "--output=/dev/null",
-                       "--wrap=sleep 600").stdout.strip()
-    gpu_rule = [f"gpu_step:{k}={v}" for k, v in slurm_resources(gpus=1, environ=SITE).items()]
-    try:
-        slurm.wait_for("the GPU holder", lambda: "R" in slurm.run("squeue", "-h", "-j", holder, "-o", "%t").stdout)
-        held = re.search(r"IDX:(\d+)", slurm.run("scontrol", "-d", "show", "job", holder).stdout)[1]
-        run = subprocess.run(
-            [sys.executable, "-m", "snakemake", "--profile", PROFILE, *FAST_POLLING, "--set-resources", *gpu_rule,
-             "--keep-going", "gpu/report.json", "fail/never.txt"],
-            cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
-    finally:
-        slurm.run("scancel", holder)
-    return workdir, run, held
-
-
-def test_the_gpu_rule_gets_the_gpu_slurm_chose_and_cpu_rules_none(slurm, toy_run):
-    workdir, run, held = toy_run
-    output = run.stdout + run.stderr
+def test_the_gpu_rule_gets_the_gpu_slurm_chose_and_cpu_rules_none(slurm, runs):
+    toy, held = runs[0]["toy"], runs[1]
+    workdir, output = toy.cwd, toy.output
     report = json.loads((workdir / "gpu/report.json").read_text())
     assert report["sum"] == 5050
     jobs = {j["rule"]: j for j in jobs_of(slurm, output)}
     gpu_job = jobs["gpu_step"]
     assert gpu_job["partition"] == "gpu" and "gres/gpu=1" in gpu_job["tres"], gpu_job
     assert jobs["cpu_step"]["partition"] == "cpu" and "gpu" not in jobs["cpu_step"]["tres"], jobs["cpu_step"]
-    # SLURM gave the job the GPU the holder did not have; tessera's pinning kept exactly that one
-    (allocated,) = {"0", "1"} - {held}
-    assert report["cuda_visible_devices"] == report["pinned"] == allocated
+    # SLURM gave the job a GPU the holder did not have; tessera's pinning kept exactly that one
+    assert report["scheduler_gpus"] not in (None, held)
+    assert report["cuda_visible_devices"] == report["pinned"] == report["scheduler_gpus"]
     assert report["gpus_visible"] == 1
 
 
-def test_a_failed_job_reports_its_slurm_state_and_log_and_the_rest_completes(slurm, toy_run):
-    workdir, run, _ = toy_run
-    output = run.stdout + run.stderr
-    assert run.returncode != 0
+def test_a_failed_job_reports_its_slurm_state_and_log_and_the_rest_completes(slurm, runs):
+    toy = runs[0]["toy"]
+    workdir, output = toy.cwd, toy.output
+    assert toy.proc.returncode != 0
     assert (workdir / "gpu/report.json").exists()  # --keep-going: the other jobs finished
     failed = next(j for j in jobs_of(slurm, output) if j["rule"] == "failing_step")
     assert failed["state"] == "FAILED"
