@@ -99,10 +99,13 @@ class SlurmCluster:
                                             start_new_session=True, **kw)
 
     def stop(self) -> None:
-        """Cancel every job, then stop the daemons in reverse order (SIGTERM, then SIGKILL)."""
+        """Cancel every job, then stop the daemons in reverse order (SIGTERM, then SIGKILL), then kill any
+        process of a job that outlived them."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             subprocess.run(["scancel", "--full", "--user", pwd.getpwuid(os.getuid()).pw_name], env=self.env,
                            capture_output=True, timeout=30)
+            with contextlib.suppress(ClusterUnavailable):
+                self.wait_for("an empty queue", lambda: not self.queue(), timeout=20)
         for name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -111,19 +114,21 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=20)
-        # job processes slurmd started live in their own sessions: none may outlive the cluster
-        for pid in _processes_under(self.root):
+        # slurmstepd and the jobs' processes live in their own sessions: none may outlive the cluster
+        for pid in _processes_of(self.conf):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
 
-def _processes_under(root: Path) -> list[int]:
-    """PIDs of processes whose command line names ``root`` (slurmstepd of jobs still running)."""
+def _processes_of(conf: Path) -> list[int]:
+    """PIDs of processes (other than this one) whose environment names ``conf`` as SLURM_CONF: the
+    daemons' children (slurmstepd) and the jobs (sbatch exports the submitter's environment)."""
+    marker = f"SLURM_CONF={conf}".encode()
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             with contextlib.suppress(OSError):
-                if str(root).encode() in (proc / "cmdline").read_bytes():
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
                     pids.append(int(proc.name))
     return pids
 
