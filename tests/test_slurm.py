@@ -6,7 +6,7 @@ answers only from SLURM's accounting database; the plugin's alternative (``--slu
 squeue``) is not used: it loses a failed job's reason and sees only jobs younger than MinJobAge. So
 the fixture runs slurmdbd with MariaDB, as production clusters do.
 
-The GPU is a typed gres (``gpu:tgpu:2``, device files made by the fixture; there is no GPU): SLURM
+The GPUs are a typed gres (``gpu:tgpu:3``, device files made by the fixture; there is no GPU): SLURM
 counts it, hands it out and sets ``CUDA_VISIBLE_DEVICES``; GPU rules ask for it the plugin's way
 (``--gpus=tgpu:1`` from ``gpu=1`` and the profile's GPU model) in the GPU partition.
 
@@ -77,9 +77,9 @@ class Run:
 
     @classmethod
     def start(cls, cwd: Path, args: list[str], env: dict[str, str]) -> "Run":
-        log = open(cwd / "run.log", "w")
-        return cls(cwd, subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True))
+        with open(cwd / "run.log", "w") as log:  # the child keeps its own copy of the descriptor
+            return cls(cwd, subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def finish(self, timeout: float = 1500) -> "Run":
         try:
