@@ -114,6 +114,18 @@ def test_glass_estimate_is_the_bright_unsaturated_mode():
     assert estimate_glass(full, np.full((50, 50), 60, np.uint8)) is None  # no glass in view
 
 
+def test_white_outside_the_scanned_area_is_not_the_glass():
+    """Scanners that scan only around the tissue leave the rest transparent, which OpenSlide gives as pure
+    white: the glass is the scanned, slightly darker background, which is not tissue."""
+    rng = np.random.default_rng(3)
+    img = np.full((200, 200, 3), 255.0)
+    img[50:150, 50:150] = noisy(np.full((100, 100, 3), (238, 236, 240), np.float64), rng, 1.5)
+    cv2.circle(img, (100, 100), 30, PINK, -1)
+    mask = tissue_mask(img.astype(np.uint8), 8.0, TissueParams())
+    yy, xx = np.mgrid[:200, :200]
+    assert (mask == ((xx - 100) ** 2 + (yy - 100) ** 2 <= 30**2)).mean() >= 0.995
+
+
 def artefacts_slide(rng):
     """Tissue (stained and pale) at the left; pen strokes, black ink, dust and an air bubble on the glass."""
     img = np.full((200, 240, 3), GLASS, np.float64)

@@ -4,18 +4,18 @@ The mask is computed on an RGB overview of the slide at about ``mask_mpp`` µm/p
 :func:`tessera.slides.patching.read_overview`). Three ways to call a pixel tissue (``method``):
 
 ``background`` (default) separates tissue from the *background*, not stained from pale tissue.
-The background (glass) is estimated from the image itself: the most common grey level among the
-bright, unsaturated pixels, with its saturation and its noise (robust standard deviations). A
-pixel is tissue when it is both darker than the glass (absorbs light: pale necrosis, loose stroma
-and thin strands do) and more saturated than it (is stained, not grey): ``darkness >
-max(min_darkness, noise_sigmas · sd)`` and ``saturation excess > max(min_colour, noise_sigmas ·
-sd)``. Brightness is measured on luma, which JPEG keeps at full resolution, so the halo that
-chroma subsampling smears around stained tissue on coarse pyramid levels is not taken for
-tissue. Artefacts are dropped as the peers do (TRIDENT's CPU segmenter drops grey and black
-pixels, LazySlide keeps only pixels whose red and blue exceed green, CLAM's pen filter drops blue
-and green hues): grey dust, air-bubble rims and the slide border fail the colour test; with
-``remove_pen``, pen ink (hues between :data:`PEN_HUES`) and black (brightest channel below
-:data:`BLACK_MAX`) are dropped too.
+The background (glass) is estimated from the image itself: the most common luma among the bright,
+nearly grey pixels, with its chroma (max - min of R, G, B) and the robust standard deviations of
+both. A pixel is tissue when it is both darker than the glass (absorbs light: pale necrosis, loose
+stroma and thin strands do) and more coloured than it (is stained, not grey): ``darkness >
+max(min_darkness, noise_sigmas · sd)`` and ``chroma excess > max(min_colour, noise_sigmas · sd)``.
+Brightness is measured on luma, which JPEG keeps at full resolution, so the halo that chroma
+subsampling smears around stained tissue on coarse pyramid levels is not taken for tissue.
+Artefacts are dropped as the peers do (TRIDENT's CPU segmenter drops grey and black pixels,
+LazySlide keeps only pixels whose red and blue exceed green, CLAM's pen filter drops blue and green
+hues): grey dust, air-bubble rims and the slide border fail the colour test; with ``remove_pen``,
+pen ink (hues within :data:`PEN_HUES`) and black (brightest channel below :data:`BLACK_MAX`) are
+dropped too.
 
 ``otsu`` (TRIDENT's CPU method, the default before) thresholds the HSV saturation after a median
 blur at Otsu's threshold, floored at ``min_saturation``; ``fixed`` (CLAM's method) at
@@ -105,13 +105,17 @@ def _saturation_threshold(rgb: np.ndarray, mpp: float, params: TissueParams) -> 
 
 
 def estimate_glass(luma: np.ndarray, chroma: np.ndarray) -> Glass | None:
-    """The glass of an overview: the most common luma among bright, unsaturated pixels.
+    """The glass of an overview: the most common luma among bright, nearly grey pixels.
 
-    ``luma``, ``chroma``: (h, w) uint8. Returns None when under 1 % of the pixels look like glass
-    (tissue fills the image).
+    ``luma``, ``chroma``: (h, w) uint8. Pure white (luma 255), which is what OpenSlide gives outside
+    a scanner's scanned areas, counts only when no other pixel looks like glass. Returns None when
+    under 1 % of the pixels look like glass (tissue fills the image).
     """
+    enough = max(16, 0.01 * luma.size)
     candidate = (luma >= GLASS_MIN_LUMA) & (chroma <= GLASS_MAX_CHROMA)
-    if candidate.sum() < max(16, 0.01 * luma.size):
+    if (candidate & (luma < 255)).sum() >= enough:
+        candidate &= luma < 255
+    elif candidate.sum() < enough:
         return None
     histogram = np.bincount(luma[candidate], minlength=256).astype(np.float64)
     mode = int(np.convolve(histogram, np.ones(5), mode="same").argmax())
