@@ -55,7 +55,7 @@ def test_demo_masks_match_the_true_tissue(demo_slide_stage):
     kept = {n: slides[f"{n}_kept"].sum() / slides[f"{n}_px"].sum() for n in (*TRUTH_CODES[1:], "enclosed_adipose")}
     assert all(kept[n] >= 0.95 for n in ("necrosis", "lymphocytes", "tumour", "stroma")), kept
     assert kept["enclosed_adipose"] >= 0.95 and slides["enclosed_adipose_px"].sum() > 10_000
-    assert kept["adipose"] >= 0.8  # reached: 0.89
+    assert kept["adipose"] >= 0.8  # reached: 0.88
     necrosis = (slides["necrosis_kept"] / slides["necrosis_px"]).dropna()
     assert len(necrosis) == 52 and necrosis.min() >= 0.9
 
