@@ -58,19 +58,24 @@ def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> tuple[Path, Path]:
-    """The demo cohort (seed 7, 48 patients) through the workflow's whole default target, once per test
-    session, for the known-answer tests on the demo (it takes minutes on 2 cores: share it rather than
-    running the demo again). Returns (working directory, cohort directory)."""
+def demo_cohort(tmp_path_factory) -> Path:
+    """The demo cohort exactly as `make demo` writes it (seed 7, 48 patients, with the slides' true
+    tissue maps), once per test session. Read-only."""
     from tessera.demo import make_demo_cohort
 
-    root = tmp_path_factory.mktemp("demo-run")
-    cohort = make_demo_cohort(root / "demo", seed=7)
-    work = root / "work"
+    return make_demo_cohort(tmp_path_factory.mktemp("demo-cohort") / "demo", seed=7)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, demo_cohort) -> tuple[Path, Path]:
+    """The demo cohort through the workflow's whole default target, once per test session, for the
+    known-answer tests on the demo (it takes minutes on 2 cores: share it rather than running the demo
+    again). Returns (working directory, cohort directory)."""
+    work = tmp_path_factory.mktemp("demo-run") / "work"
     work.mkdir()
-    config = cohort_config(cohort, work, n_shards=4)
+    config = cohort_config(demo_cohort, work, n_shards=4)
     run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
-    return work, cohort
+    return work, demo_cohort
 
 
 @pytest.fixture(scope="session")

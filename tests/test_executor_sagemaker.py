@@ -126,7 +126,9 @@ def test_cancel_stops_running_jobs(sandbox, tmp_path):
 
         def sleeping():
             job = slow_job()
-            return job is not None and job.run is not None and "sleep 600" in _group_cmdlines(job.run.proc.pid)
+            # job.run exists a moment before its process starts
+            running = job is not None and job.run is not None and job.run.proc is not None
+            return running and "sleep 600" in _group_cmdlines(job.run.proc.pid)
 
         emulator.wait_for(sleeping, timeout_s=180, what="slow_step to be running its command")
         job = slow_job()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tessera.demo import genome
-from tessera.demo.slides import synth_slide, write_aperio_tiff
+from tessera.demo.slides import SLIDE_MPP, TRUTH_CODES, TRUTH_DOWNSAMPLE, synth_slide, write_aperio_tiff, write_truth_png
 from tessera.demo.textures import PLANTED_TEXTURE
 
 N_PATIENTS = 48
@@ -49,9 +49,10 @@ def _patients(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return df
 
 
-def _write_slides(rng: np.random.Generator, patients: pd.DataFrame, out: Path) -> pd.DataFrame:
+def _write_slides(rng: np.random.Generator, patients: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write the slides and their truth label maps; return the slide sheet and the truth index."""
     (out / "slides").mkdir(parents=True, exist_ok=True)
-    rows, planted_px, tissue_px = [], {}, {}
+    rows, truth_rows, planted_px, tissue_px = [], [], {}, {}
     for p in patients.itertuples():
         if p.patient_id == "P001":
             with resources.as_file(resources.files("tessera.demo") / "data" / CMU_SLIDE) as src:
@@ -62,14 +63,19 @@ def _write_slides(rng: np.random.Generator, patients: pd.DataFrame, out: Path) -
         for k in range(1, p.n_slides + 1):
             shape = (2048, int(rng.choice([2048, 2560, 3072])))
             target = float(np.clip(p.planted_fraction_target + rng.normal(0, 0.05), 0, 0.9))
-            rgb, truth = synth_slide(rng, shape, target)
+            rgb, labels = synth_slide(rng, shape, target)
             slide_id = f"{p.patient_id}-S{k}"
             write_aperio_tiff(out / "slides" / f"{slide_id}.tiff", rgb)
+            write_truth_png(out / "slides" / f"{slide_id}.truth.png", labels)
             rows.append({"slide_id": slide_id, "patient_id": p.patient_id, "path": f"slides/{slide_id}.tiff", "mpp": ""})
-            planted_px[p.patient_id] = planted_px.get(p.patient_id, 0) + truth["planted_px"]
-            tissue_px[p.patient_id] = tissue_px.get(p.patient_id, 0) + truth["tissue_px"]
+            counts = np.bincount(labels.ravel(), minlength=len(TRUTH_CODES))
+            truth_rows.append({"slide_id": slide_id, "labels_png": f"slides/{slide_id}.truth.png",
+                               "downsample": TRUTH_DOWNSAMPLE, "mpp": SLIDE_MPP * TRUTH_DOWNSAMPLE,
+                               **{f"{name}_px": int(n) for name, n in zip(TRUTH_CODES, counts)}})
+            planted_px[p.patient_id] = planted_px.get(p.patient_id, 0) + int(counts[TRUTH_CODES.index(PLANTED_TEXTURE)])
+            tissue_px[p.patient_id] = tissue_px.get(p.patient_id, 0) + int(counts[1:].sum())
     patients["planted_fraction"] = [planted_px[p] / tissue_px[p] for p in patients["patient_id"]]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(truth_rows)
 
 
 def _write_genomics(rng: np.random.Generator, patients: pd.DataFrame, out: Path) -> pd.DataFrame:
@@ -121,6 +127,7 @@ Written by `tessera demo`; every file is regenerated identically from the seed.
 | `reference.fa`, `genes.gtf` | two contigs; GENEA (chr1, + strand) and GENEB (chr2, − strand) |
 | `variants.vcf.gz` | multi-sample VCF (phased and unphased genotypes, SNVs, indels, an overlapping pair) |
 | `truth.tsv` | the planted truth per patient |
+| `slides/*.truth.png`, `slide_truth.tsv` | each synthetic slide's true tissue and textures (see "Slide truth") |
 
 ## Planted truth
 
@@ -135,6 +142,16 @@ the planted variant **{variant}**: a 7-bp deletion in GENEA exon 2 (chr1:{pos}, 
 (z = standardised over the cohort; baseline hazard 1/3000 per day), censored uniformly between 1
 and 10 years. More {planted} and more copies of the variant mean shorter survival. The truth's own
 C-index (log-hazard against the observed outcomes) is {c_truth:.3f}.
+
+## Slide truth
+
+`slides/<slide_id>.truth.png` is the label map the generator painted the slide from (not a
+segmentation of the image): a grey 8-bit PNG at {truth_mpp} µm/px, pixel (i, j) holding the label of
+level-0 pixel (x, y) = ({ds}·j + {half}, {ds}·i + {half}) — the centre of its {ds} × {ds} block. Labels:
+{legend}. Glass is everything outside the tissue outline, including the soft edge the image fades
+over (σ = 3 level-0 px). `slide_truth.tsv` lists, per slide, the PNG, its `downsample` (level-0 pixels
+per truth pixel) and `mpp`, and the exact level-0 pixel count of every label (`<label>_px`), from
+which `planted_fraction` in `truth.tsv` is computed. The real CMU slide has no truth map.
 """
 
 
@@ -151,11 +168,12 @@ def make_demo_cohort(out_dir: str | Path, seed: int = 7, n_patients: int = N_PAT
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     patients = _patients(rng, n_patients)
-    slides = _write_slides(rng, patients, out)
+    slides, slide_truth = _write_slides(rng, patients, out)
     genomics = _write_genomics(rng, patients, out)
     _survival(rng, patients)
 
     slides.to_csv(out / "slides.tsv", sep="\t", index=False)
+    slide_truth.to_csv(out / "slide_truth.tsv", sep="\t", index=False)
     genomics.to_csv(out / "genomics.tsv", sep="\t", index=False)
     patients[["patient_id", "time", "event", "age", "sex", "stage"]].to_csv(out / "clinical.tsv", sep="\t", index=False)
     truth = patients[["patient_id", "planted_fraction", "variant_dosage", "log_hazard", "genomics", "n_slides"]]
@@ -165,5 +183,7 @@ def make_demo_cohort(out_dir: str | Path, seed: int = 7, n_patients: int = N_PAT
         seed=seed, n_slides=len(slides), n_patients=len(patients), cmu=CMU_SLIDE,
         n_bam=int((patients["genomics"] == "bam").sum()), n_none=int((patients["genomics"] == "none").sum()), planted=PLANTED_TEXTURE, variant="planted_del7", pos=genome.PLANTED_VARIANT_POS + 1,
         bt=BETA_TEXTURE, bv=BETA_VARIANT, ba=BETA_AGE, bs=BETA_STAGE, c_truth=c_truth,
+        truth_mpp=SLIDE_MPP * TRUTH_DOWNSAMPLE, ds=TRUTH_DOWNSAMPLE, half=TRUTH_DOWNSAMPLE // 2,
+        legend=", ".join(f"{i} = {name}" for i, name in enumerate(TRUTH_CODES)),
     ))
     return out

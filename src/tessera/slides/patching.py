@@ -72,6 +72,41 @@ def _read_downsampled(slide: Slide, downsample: float, prefer_coarser: bool) -> 
     return image, (pyr.width / w, pyr.height / h)
 
 
+Overview = tuple[np.ndarray, tuple[float, float]]  # RGB (h, w, 3) uint8, level-0 pixels per pixel (x, y)
+
+
+def read_overview(slide: Slide, mask_mpp: float, thumbnail_px: int) -> tuple[Overview, Overview]:
+    """The tissue mask's input image and the QC thumbnail, both from one read of one pyramid level.
+
+    The mask image has the grid of the pyramid level nearest to ``mask_mpp`` (ties go to the coarser
+    level), or the slide at ``mask_mpp`` where that level is more than 2x finer (a slide with few
+    levels). The thumbnail is the level nearest to ``thumbnail_px`` on its longest side, shrunk to it
+    if larger. Only the finer of the two levels is read, and both images are area-averaged from it:
+    reading a level is what costs, and averaging makes the mask's input the same whichever level it
+    came from.
+    """
+    pyr = slide.pyramid
+    mask_ds = mask_mpp / slide.mpp
+    mask_level = pyr.nearest_level(mask_ds)
+    if pyr.downsamples[mask_level] < mask_ds / 2:
+        mask_size = (max(1, round(pyr.width / mask_ds)), max(1, round(pyr.height / mask_ds)))
+    else:
+        mask_size = pyr.dimensions[mask_level]
+    thumb_level = pyr.nearest_level(max(pyr.width, pyr.height) / thumbnail_px)
+    image = slide.read_level(min(mask_level, thumb_level, key=lambda level: pyr.downsamples[level]))
+    shrink = min(1.0, thumbnail_px / max(image.shape[:2]))
+    thumb_size = (max(1, round(image.shape[1] * shrink)), max(1, round(image.shape[0] * shrink)))
+    level0 = (pyr.width, pyr.height)
+    return _area_resized(image, mask_size, level0), _area_resized(image, thumb_size, level0)
+
+
+def _area_resized(image: np.ndarray, size: tuple[int, int], level0: tuple[int, int]) -> Overview:
+    """``image`` averaged down to ``size`` (w, h) (as is when it has that size), and its scale."""
+    if (image.shape[1], image.shape[0]) != tuple(size):
+        image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+    return image, (level0[0] / image.shape[1], level0[1] / image.shape[0])
+
+
 def draw_qc(image: np.ndarray, scale: tuple[float, float], polygons: list, grids: Grids) -> np.ndarray:
     """QC overlay on an RGB thumbnail: patches (blue), regions (orange), tissue outline (green)."""
     sx, sy = scale
@@ -111,13 +146,13 @@ def patch_slide(slide_id: str, path: str, mpp: float | None, params: PatchingPar
     }
     with local_file(path) as local, Slide(local, mpp_override=mpp) as slide:
         pyr = slide.pyramid
-        mask_image, mask_scale = _read_downsampled(slide, params.tissue.mask_mpp / slide.mpp, prefer_coarser=True)
+        (mask_image, mask_scale), (thumb, thumb_scale) = read_overview(slide, params.tissue.mask_mpp, params.thumbnail_px)
         mask_mpp = slide.mpp * float(np.mean(mask_scale))
         mask = tissue_mask(mask_image, mask_mpp, params.tissue)
         if not mask.any():
             raise SlideError(
                 f"no tissue found in {path}. Fix: check the slide is not blank; for faint tissue lower "
-                "patching.tissue.min_saturation or use method 'fixed' with a lower saturation_threshold"
+                "patching.tissue.min_darkness and min_colour (method 'background'), or min_saturation ('otsu')"
             )
         grids = make_grids(mask, mask_scale, pyr.width, pyr.height, slide.mpp, params.grid)
         if len(grids.coords) == 0:
@@ -126,9 +161,6 @@ def patch_slide(slide_id: str, path: str, mpp: float | None, params: PatchingPar
                 f"{params.grid.min_tissue_fraction}. Fix: lower patching.min_tissue_fraction if the tissue is real"
             )
         polygons = mask_polygons(mask, mask_scale)
-        thumb, thumb_scale = _read_downsampled(
-            slide, max(1.0, max(pyr.width, pyr.height) / params.thumbnail_px), prefer_coarser=False
-        )
 
         g = params.grid
         attrs = {
