@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo
 SEED   ?= 7
 
-.PHONY: demo test install lint clean-demo browser
+.PHONY: demo test install lint clean-demo browser slurm
 
 # Create the virtual environment and install tessera with the pinned versions.
 # torch is installed first and alone so that it resolves to the CPU build (see README for CUDA).
@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/tessera demo $(DEMO) --seed $(SEED)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local
 
-test: $(STAMP) browser
+test: $(STAMP) browser slurm
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
 
 # The explain report's test drives a real headless browser (Debian's chromium): install it when it is
@@ -38,6 +38,24 @@ browser:
 	    echo "WARNING: chromium is missing and cannot be installed here (needs root and apt-get):" \
 	         "the explain report browser test will be SKIPPED" >&2; \
 	  fi; }
+
+# The SLURM tests start a one-node cluster with accounting (tests/slurm_cluster.py) from Debian's packages:
+# install what is missing when we may (root with apt-get; others may run apt at the same time, so wait for
+# its lock); otherwise say loudly that the SLURM tests will be skipped.
+SLURM_PACKAGES := munge mariadb-server slurmdbd slurmctld slurmd slurm-client
+SLURM_PROGRAMS := munged mariadbd slurmdbd slurmctld slurmd sbatch
+slurm:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; missing=0; \
+	for p in $(SLURM_PROGRAMS); do command -v $$p >/dev/null 2>&1 || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing SLURM, munge and MariaDB for the SLURM cluster tests (apt-get)"; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get \
+	      -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null; \
+	  else \
+	    echo "WARNING: SLURM is missing and cannot be installed here (needs root and apt-get):" \
+	         "the SLURM cluster tests will be SKIPPED" >&2; \
+	  fi; fi
 
 # Linting parses the workflow, which reads the cohort's sheets: the demo cohort serves.
 $(DEMO)/slides.tsv: | $(STAMP)

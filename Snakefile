@@ -15,6 +15,11 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
+# With --software-deployment-method apptainer every job's code runs in this image (README "SLURM");
+# without it, or with no image configured, jobs run in the environment Snakemake runs in.
+container: config.get("container_image")
+
+
 include: "rules/common.smk"
 include: "rules/slides.smk"
 include: "rules/pathology.smk"

@@ -76,3 +76,19 @@ def demo_run(tmp_path_factory, demo_cohort) -> tuple[Path, Path]:
     config = cohort_config(demo_cohort, work, n_shards=4)
     run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
     return work, demo_cohort
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node SLURM cluster on 127.0.0.1 with accounting (tests/slurm_cluster.py), started once for
+    every cluster test and stopped, with every job it ran, when the session ends. SKIPPED, with the
+    reason, where SLURM is not installed (`make test` installs it as root) or does not start."""
+    from slurm_cluster import ClusterUnavailable, slurm_cluster
+
+    try:
+        with slurm_cluster() as cluster:
+            yield cluster
+            return
+    except ClusterUnavailable as e:
+        reason = str(e)
+    pytest.skip(f"SLURM TEST CLUSTER UNAVAILABLE, cluster tests SKIPPED: {reason}")

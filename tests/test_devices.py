@@ -26,8 +26,12 @@ print(json.dumps({"gpu": gpu, "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
 """
 
 
+# What decides which GPUs a job may use; the tests set each themselves (the suite may run inside a SLURM job).
+DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "TESSERA_GPU_COUNT", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID", "LSB_JOBID")
+
+
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "TESSERA_GPU_COUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in DEVICE_ENV}
     env["TESSERA_GPU_LOCK_DIR"] = str(tmp_path / "locks")
     env.update(extra)
     return env
@@ -35,7 +39,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for var in ("CUDA_VISIBLE_DEVICES", "TESSERA_GPU_COUNT", "CUDA_DEVICE_ORDER"):
+    for var in DEVICE_ENV:
         monkeypatch.setenv(var, "unset")  # recorded, so whatever pin_gpu() sets is undone afterwards
         monkeypatch.delenv(var)
     monkeypatch.setenv("TESSERA_GPU_LOCK_DIR", str(tmp_path / "locks"))
@@ -89,6 +93,39 @@ def test_no_gpu_means_cpu_and_no_pinning(clean_env):
     assert str(devices.torch_device("auto")) == "cpu"
     with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'"):
         devices.torch_device("gpu")
+
+
+@pytest.mark.parametrize("job_var", ["SLURM_JOB_ID", "LSB_JOBID"])
+def test_a_scheduler_job_without_a_gpu_takes_none_of_the_nodes(clean_env, monkeypatch, tmp_path, job_var):
+    """SLURM sets CUDA_VISIBLE_DEVICES only for the GPUs it allocated: a job it gave none must not
+    lock and use a GPU of the node (another job's), whatever nvidia-smi lists."""
+    monkeypatch.setenv(job_var, "4242")
+    monkeypatch.setenv("TESSERA_GPU_COUNT", "4")
+    monkeypatch.setattr(devices, "_nvidia_smi_count", lambda: 4)
+    assert devices.host_gpus() == [] and devices.visible_gpu_count() == 0
+    assert devices.pin_gpu() is None
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ and not (tmp_path / "locks").exists()
+    assert str(devices.torch_device("auto")) == "cpu"
+
+
+def test_the_gpu_slurm_allocated_is_the_one_used(clean_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what slurmd sets for the job's GPU
+    assert devices.pin_gpu() == "3"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert not devices._held and not (tmp_path / "locks").exists()
+
+
+def test_slurm_jobs_never_wait_for_each_others_gpus(clean_env, monkeypatch, tmp_path):
+    """With device cgroups every SLURM job numbers its own GPUs from 0: job 101 holding its GPUs 0 and 1
+    must not hold back job 102, whose GPUs 0 and 1 are other devices."""
+    monkeypatch.setenv("SLURM_JOB_ID", "101")
+    assert {devices.acquire_gpu(["0", "1"], timeout_s=0) for _ in range(2)} == {"0", "1"}
+    code = "from tessera.devices import pin_gpu; print(pin_gpu(timeout_s=0))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=_env(tmp_path, SLURM_JOB_ID="102", CUDA_VISIBLE_DEVICES="0,1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only behaviour")

@@ -1,9 +1,11 @@
-"""Every rule of the workflow fits the remote profiles, and the credential guard of profiles/aws-batch.
+"""Every rule of the workflow fits the remote and cluster profiles, and the credential guard of
+profiles/aws-batch.
 
 snakemake-executor-plugin-aws-batch reads `_gpus` (not `gpu`), accepts only Fargate's
 (memory, vCPU) pairs (silently lowering other memory values) and takes one timeout for all jobs; the
-SageMaker executor needs each rule to fit an instance. When a stage adds or changes a rule, this test
-says which profile entry it needs.
+SageMaker executor needs each rule to fit an instance; the cluster profiles (SLURM, LSF) must send GPU
+rules, and only those, to GPUs. When a stage adds or changes a rule, these tests say which profile
+entry it needs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from snakemake_executor_plugin_aws_batch.constant import VALID_RESOURCES_MAPPING
 from snakemake_executor_plugin_sagemaker.instances import InstanceChoiceError, choose_instance
 from snakemake_executor_plugin_sagemaker.jobspec import MAX_RUNTIME_S
 from tessera.errors import InputError
-from tessera.profiles import refuse_job_credentials
+from tessera.profiles import refuse_job_credentials, slurm_resources
 
 # Prints every rule with its declared resources (None where a resource is computed per job).
 LIST_RULES = """
@@ -140,3 +142,68 @@ def test_credentials_for_jobs_are_refused(argv, environ, found):
 def test_a_clean_command_line_passes():
     refuse_job_credentials(["snakemake", "--profile", "profiles/aws-batch", "--envvars", "OMP_NUM_THREADS",
                             "--storage-s3-region", "eu-west-2"], {"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": ""})
+
+
+# The cluster profiles (profiles/slurm, profiles/lsf) read where to send jobs from the launching shell.
+CLUSTER_SITES = {
+    "slurm": {"TESSERA_SLURM_PARTITION": "cpu", "TESSERA_SLURM_GPU_PARTITION": "gpu-a100",
+              "TESSERA_SLURM_ACCOUNT": "lab42", "TESSERA_SLURM_QOS": "high", "TESSERA_SLURM_GPU_MODEL": "a100"},
+    "lsf": {"TESSERA_LSF_QUEUE": "normal", "TESSERA_LSF_GPU_QUEUE": "gpu", "TESSERA_LSF_PROJECT": "lab42",
+            "TESSERA_LSF_GPU_MODEL": "NVIDIAA100_SXM4_80GB"},
+}
+# What a CPU rule and a GPU rule with n GPUs must ask for, under CLUSTER_SITES.
+CLUSTER_CPU = {"slurm": {"slurm_partition": "cpu", "slurm_account": "lab42", "qos": "high"},
+               "lsf": {"lsf_queue": "normal", "lsf_project": "lab42"}}
+CLUSTER_GPU = {"slurm": lambda n: {"slurm_partition": "gpu-a100", "gpu_model": "a100"},
+               "lsf": lambda n: {"lsf_queue": "gpu", "lsf_extra": f'-gpu "num={n}:gmodel=NVIDIAA100_SXM4_80GB"'}}
+
+
+def _evaluated(resources: dict) -> dict:
+    """Resource values as Snakemake reads them from a profile (it evaluates each as Python)."""
+    return {k: eval(v) if isinstance(v, str) else v for k, v in resources.items()}
+
+
+@pytest.mark.parametrize("name", ["slurm", "lsf"])
+def test_every_rule_fits_the_cluster_profiles(rules, name):
+    """Every rule asks for its threads, memory and runtime; GPU rules for GPUs (in the GPU partition or
+    queue, of the configured model) and CPU rules for none, in the CPU partition/queue with the account."""
+    with mock.patch.dict("os.environ", CLUSTER_SITES[name]):
+        profile = _profile(name)
+    fix = f"profiles/{name}/config.v8+.yaml, set-resources:"
+    defaults = _evaluated(profile["default-resources"])
+    overrides = {rule: _evaluated(res) for rule, res in profile.get("set-resources", {}).items()}
+    assert {k: defaults[k] for k in CLUSTER_CPU[name]} == CLUSTER_CPU[name]
+    problems = []
+    for rule in rules:
+        rule_name, res = rule["name"], rule["resources"]
+        gpu, override = res.get("gpu", 0), overrides.get(rule_name, {})
+        if gpu is None:
+            problems.append(f"{rule_name}: declare gpu as a number (a computed value cannot be checked)")
+        elif gpu and override != CLUSTER_GPU[name](gpu):
+            problems.append(f"{rule_name}: a GPU rule (gpu={gpu}) must be listed in {fix} {rule_name}: "
+                            f"?{name}_resources(gpus={gpu})")
+        elif not gpu and override:
+            problems.append(f"{rule_name}: a CPU rule must not be listed in {fix} (it would ask for a GPU)")
+        for resource in ("mem_mb", "runtime"):
+            if resource not in res and resource not in defaults:
+                problems.append(f"{rule_name}: no {resource}, neither in the rule nor in default-resources")
+    stale = set(overrides) - {r["name"] for r in rules}
+    problems += [f"set-resources names {r}, which is not a job rule of the workflow" for r in sorted(stale)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", ["slurm", "lsf"])
+def test_cluster_profiles_use_the_scheduler_defaults_when_nothing_is_set(name):
+    with mock.patch.dict("os.environ", {var: "" for var in CLUSTER_SITES[name]}):
+        profile = _profile(name)
+    assert profile["default-resources"] == {"mem_mb": 2000, "runtime": 120}
+    if name == "slurm":
+        assert all(res == {} for res in profile["set-resources"].values())
+    else:  # LSF has no GPU resource: GPU rules still ask for their GPUs
+        assert all(res == {"lsf_extra": repr('-gpu "num=1"')} for res in profile["set-resources"].values())
+
+
+def test_cluster_names_stay_strings_when_snakemake_evaluates_them():
+    # a partition called like a Python builtin must not become one
+    res = slurm_resources(environ={"TESSERA_SLURM_PARTITION": "all", "TESSERA_SLURM_ACCOUNT": "123456"})
+    assert _evaluated(res) == {"slurm_partition": "all", "slurm_account": "123456"}

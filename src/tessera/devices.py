@@ -12,9 +12,15 @@ Which GPUs a job may use (:func:`host_gpus`):
 - ``CUDA_VISIBLE_DEVICES`` when set: its entries (indices or UUIDs). One entry means a scheduler or
   a one-GPU instance already gave this job its device: it is kept and no lock is taken. Several
   entries are shared out among the jobs, one each. Empty (or ``-1``) means no GPU.
+- otherwise, inside a SLURM or LSF job (``SLURM_JOB_ID``, ``LSB_JOBID``), none: the scheduler sets
+  ``CUDA_VISIBLE_DEVICES`` for the GPUs it allocated, so a job without it was given no GPU, and the
+  node's other GPUs belong to other jobs,
 - otherwise ``TESSERA_GPU_COUNT`` GPUs ``0 … n-1`` when set (to use fewer GPUs than the host has,
   and in tests),
 - otherwise every GPU that ``nvidia-smi -L`` lists.
+
+Inside a scheduler's job the locks are the job's own (its ID is in their names): the GPUs are that
+job's alone, and with device cgroups every job numbers its GPUs from 0.
 
 Jobs of one user, or of several users sharing ``TESSERA_GPU_LOCK_DIR`` (default
 ``/tmp/tessera-gpu-locks``, created world-writable with the sticky bit like ``/tmp``), never share
@@ -46,6 +52,11 @@ def default_lock_dir() -> Path:
     return Path(os.environ.get("TESSERA_GPU_LOCK_DIR") or "/tmp/tessera-gpu-locks")
 
 
+def scheduler_job_id() -> str | None:
+    """The SLURM or LSF job this process runs in (``SLURM_JOB_ID``, ``LSB_JOBID``), or None."""
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("LSB_JOBID") or None
+
+
 def _nvidia_smi_count() -> int:
     if shutil.which("nvidia-smi") is None:
         return 0
@@ -67,6 +78,8 @@ def host_gpus() -> list[str]:
         ids = [v.strip() for v in visible.split(",") if v.strip()]
         # CUDA stops at the first invalid entry; "-1" is the usual way to hide every GPU.
         return [] if not ids or ids[0].startswith("-") else ids
+    if scheduler_job_id() is not None:
+        return []
     count = os.environ.get("TESSERA_GPU_COUNT")
     if count:
         try:
@@ -103,6 +116,12 @@ def _lock_dir_ready(lock_dir: Path) -> None:
             pass
 
 
+def _lock_name(gpu: str) -> str:
+    """``gpu-{id}.lock``, or ``gpu-{job}-{id}.lock`` inside a scheduler's job (module docstring)."""
+    job = scheduler_job_id()
+    return "gpu-" + re.sub(r"[^A-Za-z0-9._-]", "_", f"{job}-{gpu}" if job else gpu) + ".lock"
+
+
 def acquire_gpu(
     gpus: Sequence[str],
     lock_dir: str | os.PathLike | None = None,
@@ -121,7 +140,7 @@ def acquire_gpu(
     deadline = time.monotonic() + timeout_s
     while True:
         for gpu in gpus:
-            fd = _open_lock(lock_dir / f"gpu-{re.sub(r'[^A-Za-z0-9._-]', '_', gpu)}.lock")
+            fd = _open_lock(lock_dir / _lock_name(gpu))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

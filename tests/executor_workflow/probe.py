@@ -13,6 +13,9 @@ report = {
     "sum": sum(numbers),
     "gpus_visible": visible_gpu_count(),
     "pinned": pin_gpu(),
+    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    # a batch scheduler's own record of the GPUs it gave the job (SLURM)
+    "scheduler_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS"),
     "credential_source": creds.method if creds else None,
     "access_key_prefix": creds.get_frozen_credentials().access_key[:4] if creds else None,
     "cwd": os.getcwd(),
