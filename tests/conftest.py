@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CMU_SLIDE = REPO / "src" / "tessera" / "demo" / "data" / "CMU-1-Small-Region.svs"
+
+
+def pytest_configure(config) -> None:
+    """Give Ctrl-C its default meaning in every process the tests start. A suite started in the background
+    (`make test &`, `nohup`) inherits SIGINT *ignored*, and so would each snakemake it runs: the tests that
+    press Ctrl-C on a run (cancel on AWS Batch, SageMaker, SLURM) would then wait forever. A Python handler
+    here is reset to the default in children when they exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -197,11 +197,9 @@ def test_a_failed_job_reports_its_slurm_state_and_log_and_the_rest_completes(slu
 def test_ctrl_c_cancels_the_running_jobs(slurm, tmp_path):
     shutil.copytree(REPO / "tests" / "executor_workflow", tmp_path, dirs_exist_ok=True)
     log = open(tmp_path / "run.log", "w")
-    # as from a terminal: SIGINT at its default (a suite started in the background, e.g. `make test &`,
-    # inherits it ignored, and Python then never raises KeyboardInterrupt)
     main = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", PROFILE, *FAST_POLLING, "slow/never.txt"],
                             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=slurm_env(slurm),
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True)  # SIGINT at its default: see conftest.pytest_configure
     try:
         def running() -> bool:
             text = (tmp_path / "run.log").read_text()
