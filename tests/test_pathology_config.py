@@ -14,14 +14,14 @@ def config(**pathology):
 def test_valid_configs():
     assert check_pathology_config(config()).outputs == ("hipt256", "hipt4k")
     only_regions = check_pathology_config(config(encoders=["hipt4k"]))
-    assert only_regions.outputs == ("hipt4k",) and only_regions.patch.name == "hipt256"
+    assert only_regions.outputs == ("hipt4k",) and only_regions.groups[0].patches[0].name == "hipt256"
     assert uses_random_weights(config()) == ["hipt256", "hipt4k"]
     p = ExtractParams.from_config({**config()["pathology"], "encoders": ["hipt256"], "threads": 3, "mem_mb": 1})
     assert p.encoders == ("hipt256",) and p.weights["hipt256"] == "random"
 
 
 @pytest.mark.parametrize("cfg, field, text", [
-    (config(encoders=["hipt512"]), "pathology.encoders", "unknown encoder 'hipt512'. Fix: use one of hipt256, hipt4k"),
+    (config(encoders=["hipt512"]), "pathology.encoders", "unknown encoder 'hipt512'. Fix: use one of conch_v1, conch_v15, gigapath, hipt256, hipt4k"),
     ({"pathology": {"encoders": ["hipt4k"], "weights": {"hipt4k": "random"}}}, "pathology.weights.hipt256",
      "no weights for encoder 'hipt256' (needed by hipt4k)"),
     ({"pathology": {}}, "pathology.weights.hipt256", "or 'random' for a demo or test run"),

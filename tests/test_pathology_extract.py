@@ -16,12 +16,12 @@ import torch
 from moto import mock_aws
 
 from tessera.pathology import extract as extract_module
-from tessera.pathology.checkpoints import build_encoder
+from tessera.pathology.encoders.checkpoints import build_encoder
 from tessera.pathology.extract import Encoders, extract_shard
-from tessera.pathology.hipt import PatchViT, RegionViT
+from tessera.pathology.encoders.hipt import PatchViT, RegionViT
 from tessera.pathology.params import ExtractParams
 from tessera.pathology.patches import forget_local, local_copy, plan_slide
-from tessera.pathology.registry import EncoderSpec, register
+from tessera.pathology.encoders.registry import EncoderSpec, register
 from tessera.slides.patching import PatchingParams, patch_shard
 from tessera.slides.slide import composite_on_white
 
