@@ -30,18 +30,19 @@ def rasterise(geojson: dict, width: int, height: int, scale: float) -> np.ndarra
     def ring(points: list) -> np.ndarray:
         return np.round(np.asarray(points, np.float64)[:, :2] / scale - 0.5).astype(np.int32)
 
+    polygons = []
     for feature in geojson.get("features", []):
         geometry = feature.get("geometry") or {}
-        polygons = geometry.get("coordinates", [])
         if geometry.get("type") == "Polygon":
-            polygons = [polygons]
-        elif geometry.get("type") != "MultiPolygon":
-            continue
-        for exterior, *holes in polygons:
-            cv2.fillPoly(mask, [ring(exterior)], 1)
-            for hole in holes:
-                cv2.fillPoly(mask, [ring(hole)], 0)
-                cv2.polylines(mask, [ring(hole)], True, 1)
+            polygons.append(geometry["coordinates"])
+        elif geometry.get("type") == "MultiPolygon":
+            polygons.extend(geometry["coordinates"])
+    # Larger polygons first: an island inside another polygon's hole is drawn after that hole is cut.
+    for exterior, *holes in sorted(polygons, key=lambda rings: -abs(cv2.contourArea(ring(rings[0])))):
+        cv2.fillPoly(mask, [ring(exterior)], 1)
+        for hole in holes:
+            cv2.fillPoly(mask, [ring(hole)], 0)
+            cv2.polylines(mask, [ring(hole)], True, 1)
     return mask.astype(bool)
 
 

@@ -54,7 +54,7 @@ def check_pathology_config(config: dict, file: str = "config") -> registry.Encod
                 fix=f"give the path or s3:// URI of {spec.weights.files or 'its checkpoint'}, or 'random' for a "
                     "demo or test run (features then carry no pretrained knowledge)",
             )
-        is_dir = spec.weights.layout == "hf_dir"
+        is_dir = spec.weights.layout.startswith("hf_dir")
         exists = os.path.isdir(value) if is_dir else os.path.isfile(value)
         if value != RANDOM and not is_s3(value) and not exists:
             raise InputError(f"weights {'directory' if is_dir else 'file'} '{value}' not found", file=file,

@@ -95,18 +95,6 @@ def _phikon_v2():
     return dinov2_model(PHIKON_V2_CONFIG)
 
 
-def _phikon_from(cfg: dict, file: str):
-    from tessera.pathology.encoders.hf import vit_model
-
-    return vit_model(cfg, file)
-
-
-def _phikon_v2_from(cfg: dict, file: str):
-    from tessera.pathology.encoders.hf import dinov2_model
-
-    return dinov2_model(cfg, file)
-
-
 def _conch_v15():
     from tessera.pathology.encoders.conch import ConchV15
 
@@ -136,6 +124,7 @@ SPECS = [
                 checkpoint=Checkpoint("vit256_small_dino.pth (DINO checkpoint: teacher.backbone.*)", ignore=DINO_HEAD,
                                       licence="Apache-2.0 with Commons Clause (mahmoodlab/HIPT)", gated="")),
     EncoderSpec("hipt4k", "region", 192, _hipt4k, patch_encoder="hipt256", output="CLS token of the region's grid",
+                n_params=2_781_504,
                 checkpoint=Checkpoint("vit4k_xs_dino.pth (DINO checkpoint: teacher.backbone.*)", ignore=DINO_HEAD,
                                       licence="Apache-2.0 with Commons Clause (mahmoodlab/HIPT)", gated="")),
     EncoderSpec("uni_v1", "patch", 1024, _vit("uni_v1"), patch_px=256, transform=RESIZE_224, mean=IMAGENET[0],
@@ -171,14 +160,14 @@ SPECS = [
                 mean=IMAGENET[0], std=IMAGENET[1], n_params=85_798_656,
                 output="CLS of last_hidden_state (after the final LayerNorm)",
                 checkpoint=Checkpoint("directory with config.json + model.safetensors or pytorch_model.bin "
-                                      "(owkin/phikon, transformers ViTModel)", layout="hf_dir", ignore=("pooler.",),
-                                      from_config=_phikon_from, licence="Owkin non-commercial licence (other)",
+                                      "(owkin/phikon, transformers ViTModel)", layout="hf_dir:vit", ignore=("pooler.",),
+                                      licence="Owkin non-commercial licence (other)",
                                       gated="")),
     EncoderSpec("phikon_v2", "patch", 1024, _phikon_v2, patch_px=224, transform=TileTransform(resize=224, crop=224),
                 mean=IMAGENET[0], std=IMAGENET[1], n_params=303_351_808,
                 output="CLS of last_hidden_state (after the final LayerNorm)",
                 checkpoint=Checkpoint("directory with config.json + model.safetensors (owkin/phikon-v2, "
-                                      "transformers Dinov2Model)", layout="hf_dir", from_config=_phikon_v2_from,
+                                      "transformers Dinov2Model)", layout="hf_dir:dinov2",
                                       licence="Owkin non-commercial licence (other)", gated="")),
     EncoderSpec("conch_v15", "patch", 768, _conch_v15, patch_px=512,
                 transform=TileTransform(resize=448, interpolation="bilinear", crop=448), mean=IMAGENET[0],
@@ -188,7 +177,7 @@ SPECS = [
                                       licence=CC_BY_NC_ND, gated=HF_INSTITUTIONAL)),
     EncoderSpec("conch_v1", "patch", 512, _conch_v1, patch_px=512,
                 transform=TileTransform(resize=448, interpolation="bicubic", crop=448), mean=OPENAI_CLIP[0],
-                std=OPENAI_CLIP[1], output="encode_image(proj_contrast=False, normalize=False)",
+                std=OPENAI_CLIP[1], output="encode_image(proj_contrast=False, normalize=False)", n_params=87_567_104,
                 checkpoint=Checkpoint("pytorch_model.bin (MahmoodLab/CONCH: the whole CoCa model; visual.* used)",
                                       select="visual.",
                                       ignore=("attn_pool_caption.", "ln_caption.", "proj_contrast"),

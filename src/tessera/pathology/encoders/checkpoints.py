@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 SAFE_GLOBALS = [argparse.Namespace]
 #: Sub-dicts that hold the weights, in order of preference (DINO saves ``teacher`` and ``student``).
 WEIGHT_KEYS = ("teacher", "state_dict", "model")
+#: Weights files of a transformers directory, in order of preference (the first present is loaded).
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: Key prefixes stripped from the front of every key, in this order.
 PREFIXES = ("module.", "backbone.")
 
@@ -183,20 +185,25 @@ def _load_file(spec: EncoderSpec, weights: str) -> tuple[torch.nn.Module, Weight
 
 
 def _load_hf_dir(spec: EncoderSpec, weights: str) -> tuple[torch.nn.Module, Weights]:
-    """The model a transformers directory describes (its ``config.json``), with its weights, strictly."""
-    from tessera.genomics.nt import read_checkpoint as read_hf_directory
+    """The stock transformers model of a directory (local or ``s3://`` prefix), loaded strictly."""
+    from tessera.genomics.nt import _fetch
+    from tessera.pathology.encoders.hf import load_dir
 
     ckpt = spec.weights
-    if not weights.startswith("s3://") and not Path(weights).is_dir():
-        raise InputError(f"weights directory not found for encoder '{spec.name}'", file=str(weights),
-                         field=f"pathology.weights.{spec.name}",
-                         fix=f"give the directory (or s3:// prefix) holding {ckpt.files}")
     with tempfile.TemporaryDirectory(prefix="tessera-encoder-") as tmp:
-        cfg, state, digest, file = read_hf_directory(str(weights), Path(tmp))
-    model = ckpt.from_config(cfg, f"{weights}/config.json")
-    state = backbone_state_dict(state, label=file, checkpoint=ckpt)
-    load_strict(model, state, label=file, expected_file=ckpt.files)
-    log.info("encoder %s: loaded %d tensors from %s (sha256 %s)", spec.name, len(state), file, digest)
+        local = Path(weights) if not weights.startswith("s3://") else Path(tmp)
+        if not local.is_dir():
+            raise InputError(f"weights directory not found for encoder '{spec.name}'", file=str(weights),
+                             field=f"pathology.weights.{spec.name}", fix=f"give the directory (or s3:// prefix) "
+                             f"holding {ckpt.files}")
+        files = [_fetch(str(weights), name, Path(tmp)) for name in ("config.json", *HF_WEIGHTS)]
+        present = [f for f in files[1:] if f is not None]
+        if files[0] is None or not present:
+            raise InputError("no config.json and weights in the model directory", file=str(weights),
+                             field=f"pathology.weights.{spec.name}", fix=f"give the directory holding {ckpt.files}")
+        digest = sha256_file(present[0])
+        model = load_dir(local, ckpt.layout.removeprefix("hf_dir:"), ckpt.ignore, label=str(present[0]))
+    log.info("encoder %s: loaded %s (sha256 %s)", spec.name, present[0], digest)
     return model, Weights(str(weights), digest, False)
 
 
@@ -215,7 +222,7 @@ def build_encoder(spec: EncoderSpec, weights: str, seed: int = 0) -> tuple[torch
         log.warning("encoder %s uses RANDOM weights (seed %d): its features carry no pretrained knowledge; "
                     "set pathology.weights.%s to a checkpoint for real use", spec.name, seed, spec.name)
         info = Weights(RANDOM, "", True, seed)
-    elif spec.weights.layout == "hf_dir":
+    elif spec.weights.layout.startswith("hf_dir"):
         model, info = _load_hf_dir(spec, str(weights))
     else:
         model, info = _load_file(spec, str(weights))

@@ -77,13 +77,13 @@ class AttentionalPoolerV1(nn.Module):
 
 
 class ConchV15(nn.Module):
-    """CONCH v1.5: (B, 3, 448, 448) ImageNet-normalised pixels → (B, 768)."""
+    """CONCH v1.5: (B, 3, 448, 448) ImageNet-normalised pixels → (B, dim = 768)."""
 
-    def __init__(self, trunk: ViTConfig = CONCH_V15_TRUNK) -> None:
+    def __init__(self, trunk: ViTConfig = CONCH_V15_TRUNK, dim: int = 768) -> None:
         super().__init__()
         self.trunk = VisionTransformer(trunk)
-        self.attn_pool_contrast = AttentionalPoolerV15(768, trunk.embed_dim, n_head=8, n_queries=1)
-        self.ln_contrast = nn.LayerNorm(768)
+        self.attn_pool_contrast = AttentionalPoolerV15(dim, trunk.embed_dim, n_head=8, n_queries=1)
+        self.ln_contrast = nn.LayerNorm(dim)
         init_like_dino(self.attn_pool_contrast, ())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,13 +91,13 @@ class ConchV15(nn.Module):
 
 
 class ConchV1(nn.Module):
-    """CONCH v1 ``encode_image(proj_contrast=False, normalize=False)``: (B, 3, 448, 448) → (B, 512)."""
+    """CONCH v1 ``encode_image(proj_contrast=False, normalize=False)``: (B, 3, 448, 448) → (B, dim = 512)."""
 
-    def __init__(self, trunk: ViTConfig = CONCH_V1_TRUNK) -> None:
+    def __init__(self, trunk: ViTConfig = CONCH_V1_TRUNK, dim: int = 512) -> None:
         super().__init__()
         self.trunk = VisionTransformer(trunk)
-        self.attn_pool_contrast = AttentionalPoolerV1(512, trunk.embed_dim, n_head=8, n_queries=1)
-        self.ln_contrast = nn.LayerNorm(512)
+        self.attn_pool_contrast = AttentionalPoolerV1(dim, trunk.embed_dim, n_head=8, n_queries=1)
+        self.ln_contrast = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ln_contrast(self.attn_pool_contrast(self.trunk(x))[:, 0])

@@ -1,12 +1,17 @@
 """Phikon and Phikon-v2 (Owkin): transformers' own ``ViTModel`` / ``Dinov2Model``, from a local directory.
 
-The architecture is built from the directory's ``config.json`` with the stock classes (never remote
-code); the features are ``last_hidden_state[:, 0]``, the CLS token after the final LayerNorm, as the
-model cards and TRIDENT read them. Phikon is built without the pooler (``add_pooling_layer=False``, as
-TRIDENT loads it): a published ``pooler.*`` is a stated, unused part of the file.
+The model is loaded by the stock class's ``from_pretrained`` from a local directory (``local_files_only``,
+never remote code), which also maps the published key names onto transformers 5's modules; tessera makes
+the load strict by failing on any missing, unexpected or mis-shaped tensor it reports (:func:`load_dir`).
+The features are ``last_hidden_state[:, 0]``, the CLS token after the final LayerNorm, as the model cards
+and TRIDENT read them. Phikon is built without the pooler (``add_pooling_layer=False``, as TRIDENT loads
+it): a published ``pooler.*`` is a stated, unused part of the file.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,37 +38,49 @@ class ClsOfHiddenState(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=x).last_hidden_state[:, 0]
 
-    def state_dict(self, *args, **kwargs):  # the published keys, without this wrapper's prefix
-        return self.model.state_dict(*args, **kwargs)
 
-    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
-        return self.model.load_state_dict(state, strict=strict, assign=assign)
+def _classes(model_type: str):
+    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
-
-def vit_model(cfg: dict, file: str = "config.json") -> ClsOfHiddenState:
-    """``ViTModel`` without pooler for a ``config.json`` of ``model_type`` vit."""
-    from transformers import ViTConfig, ViTModel
-
-    _check_type(cfg, "vit", file)
-    return ClsOfHiddenState(ViTModel(ViTConfig(**_known(cfg)), add_pooling_layer=False))
+    return {"vit": (ViTConfig, ViTModel, {"add_pooling_layer": False}), "dinov2": (Dinov2Config, Dinov2Model, {})}[model_type]
 
 
-def dinov2_model(cfg: dict, file: str = "config.json") -> ClsOfHiddenState:
-    """``Dinov2Model`` for a ``config.json`` of ``model_type`` dinov2."""
-    from transformers import Dinov2Config, Dinov2Model
+def vit_model(cfg: dict) -> ClsOfHiddenState:
+    """``ViTModel`` without pooler, randomly initialised, for a ``config.json`` dict of model_type vit."""
+    config_class, model_class, kwargs = _classes("vit")
+    return ClsOfHiddenState(model_class(config_class(**_known(cfg)), **kwargs))
 
-    _check_type(cfg, "dinov2", file)
-    return ClsOfHiddenState(Dinov2Model(Dinov2Config(**_known(cfg))))
+
+def dinov2_model(cfg: dict) -> ClsOfHiddenState:
+    """``Dinov2Model``, randomly initialised, for a ``config.json`` dict of model_type dinov2."""
+    config_class, model_class, _ = _classes("dinov2")
+    return ClsOfHiddenState(model_class(config_class(**_known(cfg))))
+
+
+def load_dir(directory: str | Path, model_type: str, ignore: tuple[str, ...], label: str) -> ClsOfHiddenState:
+    """The stock ``model_type`` model of a local directory, loaded strictly (``ignore``: stated unused keys)."""
+    cfg = json.loads((Path(directory) / "config.json").read_text())
+    if cfg.get("model_type") != model_type or "auto_map" in cfg:
+        raise InputError(
+            f"config.json describes model_type {cfg.get('model_type')!r}"
+            + (" with remote code (auto_map)" if "auto_map" in cfg else "") + f", not a stock {model_type!r} model",
+            file=label, fix=f"point the weights at the encoder's own directory (a transformers '{model_type}' model)")
+    _, model_class, kwargs = _classes(model_type)
+    try:
+        model, info = model_class.from_pretrained(str(directory), local_files_only=True, output_loading_info=True,
+                                                  trust_remote_code=False, **kwargs)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise InputError(f"cannot load the {model_type} model: {e}", file=label,
+                         fix="give the directory with the encoder's config.json and its weights") from e
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(ignore)]
+    problems = [f"{len(v)} {what}: {', '.join(map(str, v[:12]))}" for what, v in (
+        ("missing", list(info.get("missing_keys", []))), ("unexpected", unexpected),
+        ("with another shape", list(info.get("mismatched_keys", [])))) if v]
+    if problems:
+        raise InputError(f"does not fit the {model_type} architecture of its config.json: " + "; ".join(problems),
+                         file=label, fix="give the weights that belong to this config.json")
+    return ClsOfHiddenState(model)
 
 
 def _known(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in ("auto_map", "architectures", "model_type", "transformers_version")}
-
-
-def _check_type(cfg: dict, expected: str, file: str) -> None:
-    if cfg.get("model_type") != expected or "auto_map" in cfg:
-        raise InputError(
-            f"config.json describes model_type {cfg.get('model_type')!r}"
-            + (" with remote code (auto_map)" if "auto_map" in cfg else "") + f", not a stock {expected!r} model",
-            file=file, fix=f"point the weights at the encoder's own directory (a transformers '{expected}' model)",
-        )

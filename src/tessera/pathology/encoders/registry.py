@@ -37,7 +37,8 @@ class Checkpoint:
     """What a weights setting must point at, and how its tensors map onto the model.
 
     ``files``: the published file(s) (messages, docs); ``layout``: ``file`` (one state-dict file) or
-    ``hf_dir`` (a transformers directory: ``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``).
+    ``hf_dir:{model_type}`` (a transformers directory: ``config.json`` + ``model.safetensors`` /
+    ``pytorch_model.bin``, loaded by the stock class of that model type).
     ``select``: keep only keys under this prefix and strip it (e.g. CONCH's ``visual.``); ``ignore``: key
     prefixes dropped after that (parts of the published file the features never use, each stated);
     ``adapt``: a stated transformation of the state dict before strict loading (or None).
@@ -48,7 +49,6 @@ class Checkpoint:
     select: str = ""
     ignore: tuple[str, ...] = ()
     adapt: Callable[[dict, Any], dict] | None = None
-    from_config: Callable[[dict, str], Any] | None = None  # hf_dir: the model its config.json describes
     licence: str = ""
     gated: str = ""  # how access is granted ('' = openly downloadable)
 
