@@ -49,3 +49,19 @@ def test_schema_defaults_agree_with_the_code():
         assert keys[f.name]["default"] == (list(expected) if isinstance(expected, tuple) else expected), f.name
         assert keys[f.name].get("description"), f.name
     assert {"threads", "mem_mb", "runtime_min"} <= set(keys)  # rule settings, not library ones
+
+
+@pytest.mark.parametrize("survival, field", [
+    ({"cohort": {"modalities": ["pathology"], "pathology_encoder": "uni_v1"}, "models": []},
+     "survival.cohort.pathology_encoder"),
+    ({"cohort": {"modalities": ["clinical"]}, "models": [{"name": "p", "kind": "porpoise", "encoder": "vit"}]},
+     "survival.models[p].encoder"),
+])
+def test_survival_reads_only_extracted_encoders(survival, field):
+    """Any registered encoder can feed survival (any dim), but only one the pathology stage extracts."""
+    from tessera.config import check_config
+
+    with pytest.raises(InputError) as err:
+        check_config({**config(encoders=["hipt256", "hipt4k"]), "survival": survival})
+    assert err.value.field == field and "is not one of pathology.encoders (hipt256, hipt4k)" in str(err.value)
+    check_config({**config(encoders=["hipt256", "uni_v1", "vit"]), "survival": survival})  # extracted: fine

@@ -40,9 +40,10 @@ def check_config(config: dict, file: str = "config") -> None:
         )
     encoders = config.get("pathology", {}).get("encoders", [])
     survival = config.get("survival", {})
-    uses = [("survival.cohort.pathology_encoder", survival.get("cohort", {}).get("pathology_encoder"))
-            if "pathology" in survival.get("cohort", {}).get("modalities", []) else ("", None)]
-    uses += [(f"survival.models[{m.get('name')}].encoder", m.get("encoder")) for m in survival.get("models", [])]
+    cohort = survival.get("cohort", {})
+    uses = [(f"survival.models[{m.get('name')}].encoder", m.get("encoder")) for m in survival.get("models", [])]
+    if "pathology" in cohort.get("modalities", []):
+        uses.append(("survival.cohort.pathology_encoder", cohort.get("pathology_encoder")))
     for field, name in uses:
         if name and name not in encoders:
             raise InputError(f"{field} {name!r} is not one of pathology.encoders ({', '.join(encoders) or 'none'})",

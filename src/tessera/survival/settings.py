@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass, field
 
 from tessera.errors import InputError
-from tessera.pathology.encoders import registry as encoder_registry
 
 MODALITIES = ("clinical", "pathology", "genomics")
 SEP = "__"  # feature columns are named {modality}__{feature}
@@ -228,9 +227,6 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
                              fix=f"key the PCA components by modality: {', '.join(MODALITIES)}")
         if spec.kind in DEEP_KINDS:
             PorpoiseParams.from_dict(spec.params)  # unknown parameters fail here, not in a job
-            if spec.encoder is not None and spec.encoder not in encoder_registry.names():
-                raise InputError(f"unknown encoder '{spec.encoder}'", file=file, field=f"{where}.encoder",
-                                 fix=f"use one of {', '.join(encoder_registry.names())} or null (no pathology bags)")
         elif spec.encoder is not None:
             raise InputError("only the porpoise kind reads instance embeddings", file=file, field=f"{where}.encoder",
                              fix="remove encoder from this tabular model (it uses slide embeddings via the cohort)")
