@@ -188,3 +188,20 @@ def test_encoders_sharing_a_tile_geometry_share_one_grid():
     assert len(g256.transforms) == 3  # identity (HIPT), resize 224 (UNI, Kaiko), crop 224 (GigaPath)
     assert [s.name for s in groups[(224, 0.5)].patches] == ["virchow2", "phikon"]
     assert "hipt256" not in enc.outputs and registry.get("conch_v15").input_mpp == pytest.approx(0.5 * 512 / 448)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["uni_v2", "virchow2", "gigapath", "kaiko-vitl14"])
+def test_cuda_fp32_equals_the_reference_and_bf16_stays_close(name, tmp_path):
+    fixture = load_file(str(DATA / f"{name}.safetensors"))
+    cfg = replace(catalog.VIT_CONFIGS[name], embed_dim=WIDTH, num_heads=HEADS, depth=DEPTH)
+    model, _ = build_encoder(tiny_spec(name, lambda: VisionTransformer(cfg)), published_file(tmp_path, fixture))
+    model = model.cuda()
+    x = model_input(PROVENANCE["fixtures"][name]["input_size"]).cuda()
+    with torch.inference_mode():
+        fp32 = model(x).cpu()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = model(x).float().cpu()
+    torch.testing.assert_close(fp32, fixture["output"], atol=1e-3, rtol=0)  # TF32 off by default for matmul
+    assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.99
