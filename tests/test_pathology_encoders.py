@@ -205,3 +205,26 @@ def test_cuda_fp32_equals_the_reference_and_bf16_stays_close(name, tmp_path):
             bf16 = model(x).float().cpu()
     torch.testing.assert_close(fp32, fixture["output"], atol=1e-3, rtol=0)  # TF32 off by default for matmul
     assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.99
+
+
+def test_transformers_directories_load_strictly(tmp_path):
+    """The stock from_pretrained is made strict: a tensor missing from model.safetensors is an error (it would
+    otherwise be left randomly initialised), and a config.json asking for remote code is refused."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(DATA / "phikon_v2" / name, tmp_path / name)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    removed = sorted(state)[3]
+    del state[removed]
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InputError, match="1 missing"):
+        build_encoder(registry.get("phikon_v2"), str(tmp_path))
+    config = json.loads((DATA / "phikon_v2" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling.Model"}}))
+    with pytest.raises(InputError, match="remote code"):
+        build_encoder(registry.get("phikon_v2"), str(tmp_path))
+    with pytest.raises(InputError, match="weights directory not found"):
+        build_encoder(registry.get("phikon"), str(tmp_path / "nowhere"))
