@@ -164,19 +164,25 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, label
             fix=f"point the weights at the right checkpoint{f' ({expected_file})' if expected_file else ''}, "
                 "for the same architecture",
         )
-    model.load_state_dict(state, strict=True)
+    own_meta = any(t.is_meta for t in own.values())
+    if own_meta:  # a model built on the meta device takes the tensors themselves, in its own dtypes
+        state = {k: v.to(own[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=own_meta)
+    if own_meta and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise RuntimeError(f"{type(model).__name__} has tensors outside its state dict; build it off the meta device")
 
 
 def _load_file(spec: EncoderSpec, weights: str) -> tuple[torch.nn.Module, Weights]:
     """The model of ``spec`` with the tensors of one state-dict file (local or ``s3://``)."""
     ckpt = spec.weights
-    model = spec.build()
     with local_file(weights) as path:
         if not path.is_file():
             raise InputError(f"weights file not found for encoder '{spec.name}'", file=str(weights),
                              field=f"pathology.weights.{spec.name}", fix="correct the path or URI")
         digest = sha256_file(path)
         state = backbone_state_dict(read_checkpoint(path, label=str(weights)), label=str(weights), checkpoint=ckpt)
+    with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+        model = spec.build()
     if ckpt.adapt is not None:
         state = ckpt.adapt(state, model)
     load_strict(model, state, label=str(weights), expected_file=ckpt.files)
