@@ -1,7 +1,8 @@
 """Feature extraction throughput: end to end (read + decode + transform + forward + HDF5) vs forward only.
 
 Real architectures, random weights (``--depth N`` cuts every ViT-family encoder to N blocks so the big
-foundation models fit a CPU run; the figures then say so). The slides are demo slides, or larger
+foundation models fit a CPU run: the catalogue's ViTs, CONCH's trunks and the Phikons; the figures then
+say so). The slides are demo slides, or larger
 synthetic ones in the same format (``--size``: GPUs need slides of thousands of patches, as real slides
 are), at 0.25 µm/px: each 256-px tile at 0.5 µm/px is a 512-px box of JPEG tiles, resampled.
 ``--repeat`` lists the slides several times under distinct IDs for a longer run.
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tessera.pathology.encoders import catalog, registry
+from tessera.pathology.encoders import catalog, conch, hf, registry
 from tessera.pathology.extract import Encoders, Job, ShardResult, TileBatch, _plan_group, encode_plans
 from tessera.pathology.params import ExtractParams
 from tessera.pathology.resume import ResumeCache
@@ -147,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     from tessera.devices import torch_device
 
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
-    if args.depth:
+    if args.depth:  # every architecture of the catalogue cut to --depth blocks (width, patching, heads kept)
         for name in list(catalog.VIT_CONFIGS):
             catalog.VIT_CONFIGS[name] = catalog.reduced(catalog.VIT_CONFIGS[name], args.depth)
+        conch.CONCH_V15_TRUNK = catalog.reduced(conch.CONCH_V15_TRUNK, args.depth)
+        conch.CONCH_V1_TRUNK = catalog.reduced(conch.CONCH_V1_TRUNK, args.depth)
+        for cfg in (hf.PHIKON_CONFIG, hf.PHIKON_V2_CONFIG):
+            cfg["num_hidden_layers"] = args.depth
     device = torch_device(args.device)
     cores = os.cpu_count() or 1
     torch.set_num_threads(args.threads or cores)

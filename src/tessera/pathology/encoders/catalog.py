@@ -96,15 +96,15 @@ def _phikon_v2():
 
 
 def _conch_v15():
-    from tessera.pathology.encoders.conch import ConchV15
+    from tessera.pathology.encoders import conch
 
-    return ConchV15()
+    return conch.ConchV15(conch.CONCH_V15_TRUNK)
 
 
 def _conch_v1():
-    from tessera.pathology.encoders.conch import ConchV1
+    from tessera.pathology.encoders import conch
 
-    return ConchV1()
+    return conch.ConchV1(conch.CONCH_V1_TRUNK)
 
 
 def _resize_trunk_pos_embed(state, model):
