@@ -21,7 +21,7 @@ Builders import torch lazily: the Snakefile reads this registry at parse time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -76,7 +76,6 @@ class EncoderSpec:
     transform: TileTransform = IDENTITY
     output: str = "CLS token after the final norm"
     n_params: int = 0
-    references: tuple[str, ...] = field(default=())
 
     @property
     def weights(self) -> Checkpoint:
