@@ -383,3 +383,14 @@ def test_rasterised_tissue_polygons_give_back_the_mask():
     geojson = polygons_geojson(mask_polygons(mask, (8.0, 8.0)), "S")
     raster = rasterise(geojson, 160 * 8, 120 * 8, 8.0)
     assert np.array_equal(raster, mask)
+
+
+def test_manifest_reads_the_provenance_of_any_encoder(mixed_run, tmp_path):
+    """Feature files carry array attributes (mean, std); the manifest's reader takes them (it once failed)."""
+    from tessera.manifest import pathology_weights
+
+    out, _, _ = mixed_run
+    index = tmp_path / "index.tsv"
+    pd.DataFrame({"slide_id": ["CMU"], "path": [str(out / "tinyuni" / "CMU.h5")]}).to_csv(index, sep="\t", index=False)
+    entry = pathology_weights(index)
+    assert entry["weights"] == {"source": "random", "random": True, "seed": 11} and entry["precision"] == "fp32"
