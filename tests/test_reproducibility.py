@@ -102,8 +102,6 @@ def half_done_shard(workdir: Path) -> tuple[Path, str] | None:
     """(feature shard directory, a finished slide) of an extraction job that has finished and kept in
     its resume cache at least one slide (every encoder of the config) but not yet written its index (still working)."""
     resume = workdir / ".tessera/resume/features"
-    import yaml
-
     n_encoders = len(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["pathology"]["encoders"])
     for shard in sorted((workdir / "results/features/hipt256").glob("shard-*")):
         if (shard / "index.tsv").exists():
