@@ -4,6 +4,8 @@
 # the cohort report: prevalence, association with the out-of-fold risk, galleries, cluster maps.
 # Memory of every job is bounded by the sample or by one slide, never by the cohort.
 
+from tessera.pathology.encoders import registry as encoder_registry
+
 EXPLAIN = config["explain"]
 
 # The pseudonym salt is a secret: it travels as an environment variable (checked at parse time by
@@ -50,8 +52,9 @@ rule explain_fit:
         "../envs/explain.yaml"
     threads: 4
     resources:
-        # the pooled sample (max_sample x 384 float32) about three times over
-        mem_mb=lambda wc: 2000 + 3 * EXPLAIN["max_sample"] * 384 * 4 // 2**20,
+        # the pooled sample (max_sample x the encoder's dim, float32) about three times over
+        mem_mb=lambda wc: 2000
+        + 3 * EXPLAIN["max_sample"] * encoder_registry.get(wc.encoder).dim * 4 // 2**20,
         runtime=120,
     params:
         k=EXPLAIN["k"],

@@ -1,5 +1,7 @@
-# Pathology stage: per shard, HIPT features of every ok slide (ViT-256 per 256-px patch, ViT-4K per
-# 4096-px region, each patch encoded once); then, per encoder, the cohort index and slide embeddings.
+# Pathology stage: per shard, the features of every ok slide for every encoder in pathology.encoders
+# (HIPT ViT-256 per 256-px patch and ViT-4K per 4096-px region; foundation models per tile). Encoders
+# reading the same tile size at the same resolution share one grid and one read; another tile geometry
+# gets its own grid from the same tissue mask. Then, per encoder, the cohort index and slide embeddings.
 # A slide the slide stage failed, or whose pixels cannot be read, is recorded in the shard's
 # index.tsv with the reason; the shard and the cohort go on.
 
@@ -45,6 +47,7 @@ rule extract_features:
     params:
         slides=lambda wc: PLAN.slides_by_shard[wc.shard],
         pathology=canonical(PATHOLOGY),
+        min_tissue_fraction=config["patching"]["min_tissue_fraction"],
     script:
         "../scripts/extract_features.py"
 

@@ -13,4 +13,5 @@ with log_to(snakemake.log[0]):
         dict(snakemake.output.items()),
         ExtractParams.from_config(snakemake.params.pathology),
         threads=snakemake.threads,
+        min_tissue_fraction=snakemake.params.min_tissue_fraction,
     )

@@ -12,8 +12,8 @@ from moto import mock_aws
 from safetensors.torch import save_file
 
 from tessera.errors import InputError
-from tessera.pathology import registry
-from tessera.pathology.checkpoints import build_encoder
+from tessera.pathology.encoders import registry
+from tessera.pathology.encoders.checkpoints import build_encoder
 
 HIPT256, HIPT4K = registry.get("hipt256"), registry.get("hipt4k")
 

@@ -14,14 +14,14 @@ def config(**pathology):
 def test_valid_configs():
     assert check_pathology_config(config()).outputs == ("hipt256", "hipt4k")
     only_regions = check_pathology_config(config(encoders=["hipt4k"]))
-    assert only_regions.outputs == ("hipt4k",) and only_regions.patch.name == "hipt256"
+    assert only_regions.outputs == ("hipt4k",) and only_regions.groups[0].patches[0].name == "hipt256"
     assert uses_random_weights(config()) == ["hipt256", "hipt4k"]
     p = ExtractParams.from_config({**config()["pathology"], "encoders": ["hipt256"], "threads": 3, "mem_mb": 1})
     assert p.encoders == ("hipt256",) and p.weights["hipt256"] == "random"
 
 
 @pytest.mark.parametrize("cfg, field, text", [
-    (config(encoders=["hipt512"]), "pathology.encoders", "unknown encoder 'hipt512'. Fix: use one of hipt256, hipt4k"),
+    (config(encoders=["hipt512"]), "pathology.encoders", "unknown encoder 'hipt512'. Fix: use one of conch_v1, conch_v15, gigapath, hipt256, hipt4k"),
     ({"pathology": {"encoders": ["hipt4k"], "weights": {"hipt4k": "random"}}}, "pathology.weights.hipt256",
      "no weights for encoder 'hipt256' (needed by hipt4k)"),
     ({"pathology": {}}, "pathology.weights.hipt256", "or 'random' for a demo or test run"),
@@ -49,3 +49,19 @@ def test_schema_defaults_agree_with_the_code():
         assert keys[f.name]["default"] == (list(expected) if isinstance(expected, tuple) else expected), f.name
         assert keys[f.name].get("description"), f.name
     assert {"threads", "mem_mb", "runtime_min"} <= set(keys)  # rule settings, not library ones
+
+
+@pytest.mark.parametrize("survival, field", [
+    ({"cohort": {"modalities": ["pathology"], "pathology_encoder": "uni_v1"}, "models": []},
+     "survival.cohort.pathology_encoder"),
+    ({"cohort": {"modalities": ["clinical"]}, "models": [{"name": "p", "kind": "porpoise", "encoder": "vit"}]},
+     "survival.models[p].encoder"),
+])
+def test_survival_reads_only_extracted_encoders(survival, field):
+    """Any registered encoder can feed survival (any dim), but only one the pathology stage extracts."""
+    from tessera.config import check_config
+
+    with pytest.raises(InputError) as err:
+        check_config({**config(encoders=["hipt256", "hipt4k"]), "survival": survival})
+    assert err.value.field == field and "is not one of pathology.encoders (hipt256, hipt4k)" in str(err.value)
+    check_config({**config(encoders=["hipt256", "uni_v1", "vit"]), "survival": survival})  # extracted: fine

@@ -4,6 +4,7 @@ independent OpenSlide-based computation, each patch encoded once, bitwise-identi
 recorded per slide, resume after an interruption, and slides on S3."""
 
 import shutil
+from dataclasses import replace
 
 import boto3
 import cv2
@@ -16,12 +17,17 @@ import torch
 from moto import mock_aws
 
 from tessera.pathology import extract as extract_module
-from tessera.pathology.checkpoints import build_encoder
+from tessera.pathology import patches as patches_module
+from tessera.pathology.encoders.catalog import IMAGENET
+from tessera.pathology.encoders.conch import CONCH_V15_TRUNK, ConchV15
+from tessera.pathology.encoders.transforms import TileTransform
+from tessera.pathology.encoders.vit import ViTConfig, VisionTransformer
+from tessera.pathology.encoders.checkpoints import build_encoder
 from tessera.pathology.extract import Encoders, extract_shard
-from tessera.pathology.hipt import PatchViT, RegionViT
+from tessera.pathology.encoders.hipt import PatchViT, RegionViT
 from tessera.pathology.params import ExtractParams
 from tessera.pathology.patches import forget_local, local_copy, plan_slide
-from tessera.pathology.registry import EncoderSpec, register
+from tessera.pathology.encoders.registry import EncoderSpec, register
 from tessera.slides.patching import PatchingParams, patch_shard
 from tessera.slides.slide import composite_on_white
 
@@ -279,3 +285,112 @@ def test_cuda_bf16_channels_last_agrees_with_cpu_fp32(shard, first_run, tmp_path
             a, b = cpu[0]["features"], cuda[0]["features"]
             cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
             assert cosine.min() > 0.99, (name, sid, cosine.min())
+
+
+# Several encoders per run: two on the slide stage's 256-px grid (one with UNI's resize to 224), one on a
+# 224-px grid and one (CONCH v1.5's tower) on a 512-px grid derived from the same tissue polygons.
+TINY_UNI = register(EncoderSpec("tinyuni", "patch", 16, lambda: VisionTransformer(ViTConfig(16, 1, 2, init_values=1e-5)),
+                                patch_px=256, transform=TileTransform(resize=224, crop=224), mean=IMAGENET[0],
+                                std=IMAGENET[1]))
+TINY224 = register(EncoderSpec("tiny224", "patch", 32, lambda: VisionTransformer(
+    ViTConfig(16, 1, 2, patch_size=14, reg_tokens=4, output="cls_mean")), patch_px=224,
+    transform=TileTransform(resize=224, interpolation="bicubic")))
+TINY512 = register(EncoderSpec("tiny512", "patch", 16, lambda: ConchV15(
+    replace(CONCH_V15_TRUNK, embed_dim=16, num_heads=2, depth=1), dim=16), patch_px=512,
+    transform=TileTransform(resize=448, crop=448), mean=IMAGENET[0], std=IMAGENET[1]))
+MIXED = ("tiny256", "tinyuni", "tiny224", "tiny512")
+
+
+@pytest.fixture(scope="module")
+def mixed_run(shard, tmp_path_factory):
+    root, slides = shard
+    out = tmp_path_factory.mktemp("mixed")
+    reads = []
+    original = patches_module.read_patch
+
+    def counting(reader, x, y, geometry, **kw):
+        reads.append(geometry.size)
+        return original(reader, x, y, geometry, **kw)
+
+    patches_module.read_patch = counting
+    try:
+        indexes = extract_shard(slides, root / "slides", {n: out / n for n in MIXED},
+                                params(encoders=MIXED, weights=dict.fromkeys(MIXED, "random")))
+    finally:
+        patches_module.read_patch = original
+    return out, indexes, reads
+
+
+def test_encoders_of_one_geometry_share_one_read_and_others_get_their_own_grid(shard, mixed_run):
+    root, _ = shard
+    out, indexes, reads = mixed_run
+    for name in MIXED:  # BROKEN's zeroed tile lies under no tissue tile of the 256-px grid: a failure per grid
+        broken = "ok" if name in ("tiny256", "tinyuni") else "failed"
+        assert indexes[name].set_index("slide_id")["status"].to_dict() == {
+            "DEMO-A": "ok", "CMU": "ok", "BROKEN": broken, "GONE": "failed", "DEMO-B": "ok"}, name
+    rows = {n: {s: len(read(out / n / f"{s}.h5")[0]["features"]) for s in ("DEMO-A", "CMU", "DEMO-B", "BROKEN")
+                if (out / n / f"{s}.h5").exists()} for n in MIXED}
+    assert rows["tiny256"] == rows["tinyuni"] and "BROKEN" not in rows["tiny512"]
+    for size, name in ((256, "tiny256"), (224, "tiny224"), (512, "tiny512")):  # one read per tile and grid
+        expected = sum(rows[name].values())
+        assert expected <= reads.count(size) < expected + 16, (size, reads.count(size))  # + BROKEN's first batch
+    grid, _, _ = read(root / "slides" / "patches" / "CMU.h5")
+    uni, uni_attrs, _ = read(out / "tinyuni" / "CMU.h5")
+    assert np.array_equal(uni["coords"], grid["coords"]) and uni["features"].shape[1] == 16
+    assert uni_attrs["transform"] == "resize 256 -> 224 (PIL bilinear, antialiased)"  # the crop is a no-op
+    assert uni_attrs["input_size"] == 224 and uni_attrs["input_mpp"] == pytest.approx(0.5 * 256 / 224)
+    for name, size in (("tiny224", 224), ("tiny512", 512)):
+        data, attrs, coord_attrs = read(out / name / "CMU.h5")
+        assert attrs["patch_size"] == size == coord_attrs["patch_size"] and attrs["target_mpp"] == 0.5
+        assert attrs["patch_size_level0"] == round(size * 0.5 / attrs["level0_mpp"])
+        assert len(data["coords"]) > 0 and not np.array_equal(data["coords"][:5], grid["coords"][:5])
+        x, y = data["coords"].T
+        assert (x + attrs["patch_size_level0"] <= attrs["level0_width"]).all()
+        assert (y + attrs["patch_size_level0"] <= attrs["level0_height"]).all()
+    assert read(out / "tiny224" / "CMU.h5")[0]["features"].shape[1] == 32  # CLS ⊕ mean
+
+
+def test_derived_grid_features_equal_an_independent_computation(shard, mixed_run):
+    """CONCH-style encoder on its own 512-px grid: OpenSlide read, area resample, PIL resize 448, ImageNet norm."""
+    _, slides = shard
+    out, _, _ = mixed_run
+    from PIL import Image
+
+    data, attrs, _ = read(out / "tiny512" / "CMU.h5")
+    p0 = int(attrs["patch_size_level0"])
+    path = next(s["path"] for s in slides if s["slide_id"] == "CMU")
+    with openslide.OpenSlide(str(path)) as osr:
+        boxes = [composite_on_white(np.asarray(osr.read_region((int(x), int(y)), 0, (p0, p0))))
+                 for x, y in data["coords"][:6]]
+    tiles = [cv2.resize(b, (512, 512), interpolation=cv2.INTER_AREA) if p0 != 512 else b for b in boxes]
+    pixels = np.stack([np.asarray(Image.fromarray(t).resize((448, 448), Image.Resampling.BILINEAR)) for t in tiles])
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - torch.tensor(IMAGENET[0]).view(1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET[1]).view(1, 3, 1, 1)
+    model = build_encoder(TINY512, "random", seed=11)[0]
+    with torch.inference_mode():
+        expected = model(x)
+    np.testing.assert_allclose(data["features"][:6], expected.numpy(), atol=2e-5)
+
+
+def test_rasterised_tissue_polygons_give_back_the_mask():
+    from tessera.pathology.grids import rasterise
+    from tessera.slides.tissue import mask_polygons, polygons_geojson
+
+    mask = np.zeros((120, 160), bool)
+    mask[10:90, 20:140] = True
+    mask[40:60, 60:100] = False  # a hole
+    mask[45:55, 75:85] = True  # an island in the hole
+    geojson = polygons_geojson(mask_polygons(mask, (8.0, 8.0)), "S")
+    raster = rasterise(geojson, 160 * 8, 120 * 8, 8.0)
+    assert np.array_equal(raster, mask)
+
+
+def test_manifest_reads_the_provenance_of_any_encoder(mixed_run, tmp_path):
+    """Feature files carry array attributes (mean, std); the manifest's reader takes them (it once failed)."""
+    from tessera.manifest import pathology_weights
+
+    out, _, _ = mixed_run
+    index = tmp_path / "index.tsv"
+    pd.DataFrame({"slide_id": ["CMU"], "path": [str(out / "tinyuni" / "CMU.h5")]}).to_csv(index, sep="\t", index=False)
+    entry = pathology_weights(index)
+    assert entry["weights"] == {"source": "random", "random": True, "seed": 11} and entry["precision"] == "fp32"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tessera.pathology.hipt import PatchViT, RegionViT, hipt_vit4k, hipt_vit256, interpolate_pos_embed
+from tessera.pathology.encoders.hipt import PatchViT, RegionViT, hipt_vit4k, hipt_vit256, interpolate_pos_embed
 
 
 @pytest.fixture(scope="module")

@@ -100,13 +100,14 @@ def run_to_completion(workdir: Path, config: Path, timeout: float = 900) -> subp
 
 def half_done_shard(workdir: Path) -> tuple[Path, str] | None:
     """(feature shard directory, a finished slide) of an extraction job that has finished and kept in
-    its resume cache at least one slide (both encoders) but not yet written its index (still working)."""
+    its resume cache at least one slide (every encoder of the config) but not yet written its index (still working)."""
     resume = workdir / ".tessera/resume/features"
+    n_encoders = len(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["pathology"]["encoders"])
     for shard in sorted((workdir / "results/features/hipt256").glob("shard-*")):
         if (shard / "index.tsv").exists():
             continue
         for done in sorted(shard.glob("*.h5")):
-            if len(list((resume / done.stem).glob("*.h5"))) == 2:
+            if len(list((resume / done.stem).glob("*.h5"))) == n_encoders:
                 return shard, done.stem
     return None
 

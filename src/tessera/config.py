@@ -39,6 +39,15 @@ def check_config(config: dict, file: str = "config") -> None:
             file=file, field="explain.model", fix="name the survival model whose out-of-fold risk the report explains",
         )
     encoders = config.get("pathology", {}).get("encoders", [])
+    survival = config.get("survival", {})
+    cohort = survival.get("cohort", {})
+    uses = [(f"survival.models[{m.get('name')}].encoder", m.get("encoder")) for m in survival.get("models", [])]
+    if "pathology" in cohort.get("modalities", []):
+        uses.append(("survival.cohort.pathology_encoder", cohort.get("pathology_encoder")))
+    for field, name in uses:
+        if name and name not in encoders:
+            raise InputError(f"{field} {name!r} is not one of pathology.encoders ({', '.join(encoders) or 'none'})",
+                             file=file, field=field, fix="add it to pathology.encoders or choose an extracted encoder")
     if e.get("encoder") and e["encoder"] not in encoders:
         raise InputError(
             f"explain.encoder {e['encoder']!r} is not one of pathology.encoders ({', '.join(encoders) or 'none'})",

@@ -130,8 +130,8 @@ def collect_seeds(config: Mapping, prefix: str = "") -> dict[str, object]:
 
 
 def _plain(value: object) -> object:
-    """HDF5/NumPy scalars as JSON values."""
-    return value.item() if hasattr(value, "item") else value
+    """HDF5/NumPy scalars and arrays as JSON values."""
+    return value.tolist() if hasattr(value, "tolist") else value  # arrays (e.g. mean, std) become lists
 
 
 def pathology_weights(feature_index: str | os.PathLike, workdir: str | os.PathLike = ".") -> dict:

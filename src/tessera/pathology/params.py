@@ -10,10 +10,9 @@ import os
 from dataclasses import dataclass, field, fields
 
 from tessera.errors import InputError
-from tessera.pathology import registry
+from tessera.pathology.encoders import registry
+from tessera.pathology.encoders.registry import RANDOM
 from tessera.uri import is_s3
-
-RANDOM = "random"
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class ExtractParams:
 
 
 def check_pathology_config(config: dict, file: str = "config") -> registry.EncoderSet:
-    """Raise :class:`InputError` for encoders, weights or patch size that cannot work; return the encoders."""
+    """Raise :class:`InputError` for encoders, weights or grids that cannot work; return the encoders."""
     cfg = config.get("pathology", {})
     encoders = registry.resolve(list(cfg.get("encoders", ExtractParams.encoders)), file=file)
     weights = cfg.get("weights", {}) or {}
@@ -52,19 +51,27 @@ def check_pathology_config(config: dict, file: str = "config") -> registry.Encod
                 f"no weights for encoder '{spec.name}'" + (f" (needed by {', '.join(encoders.outputs)})"
                                                            if spec.name not in encoders.outputs else ""),
                 file=file, field=f"pathology.weights.{spec.name}",
-                fix=f"give the path or s3:// URI of {spec.checkpoint or 'its checkpoint'}, or 'random' for a "
+                fix=f"give the path or s3:// URI of {spec.weights.files or 'its checkpoint'}, or 'random' for a "
                     "demo or test run (features then carry no pretrained knowledge)",
             )
-        if value != RANDOM and not is_s3(value) and not os.path.isfile(value):
-            raise InputError(f"weights file '{value}' not found", file=file, field=f"pathology.weights.{spec.name}",
+        is_dir = spec.weights.layout.startswith("hf_dir")
+        exists = os.path.isdir(value) if is_dir else os.path.isfile(value)
+        if value != RANDOM and not is_s3(value) and not exists:
+            raise InputError(f"weights {'directory' if is_dir else 'file'} '{value}' not found", file=file,
+                             field=f"pathology.weights.{spec.name}",
                              fix="correct the path (relative to the working directory) or use an s3:// URI")
-    patch_size = config.get("patching", {}).get("patch_size", 256)
-    if patch_size != encoders.patch.patch_px:
-        raise InputError(
-            f"encoder '{encoders.patch.name}' reads {encoders.patch.patch_px}-px patches but patching.patch_size is "
-            f"{patch_size}", file=file, field="patching.patch_size",
-            fix=f"set patching.patch_size to {encoders.patch.patch_px} (the patch grid and the encoder must agree)",
-        )
+    patching = config.get("patching", {})
+    grid = (patching.get("patch_size", 256), patching.get("target_mpp", 0.5))
+    for group in encoders.groups:
+        if group.regions and (group.patch_px, group.mpp) != grid:
+            patch = group.patches[0]
+            raise InputError(
+                f"encoder '{patch.name}' reads {group.patch_px}-px patches at {group.mpp} µm/px, and its region "
+                f"encoder(s) {', '.join(s.name for s in group.regions)} need the slide stage's regions on that grid, "
+                f"but patching makes {grid[0]}-px patches at {grid[1]} µm/px", file=file, field="patching.patch_size",
+                fix=f"set patching.patch_size to {group.patch_px} and patching.target_mpp to {group.mpp} "
+                    "(the region grid and the encoder must agree)",
+            )
     return encoders
 
 

@@ -1,17 +1,20 @@
-"""Which patches of a slide are encoded, in what order, and the DataLoader side that reads them.
+"""Which tiles of a slide are read for each grid, in what order, and the DataLoader side that reads them.
 
-A slide's patch encoder runs once per distinct 256-px patch: the union of the slide's tissue patches
-(the grid file's ``coords``; their features form the patch-level output) and every patch of every
-region grid (a region encoder needs all rows × cols patches of a region, background included, as
-HIPT's ViT-4K sees the whole 4096-px image). With zero overlap the tissue patches are a subset of the
-region grids, so nothing is encoded twice. Patches are ordered region by region, row-major inside a
-region, then any tissue patch outside the regions: neighbouring patches share JPEG tiles, which the
-reader's tile cache then decodes once.
+One :class:`SlidePlan` per slide and grid. On the slide stage's grid (:func:`plan_slide`) the patch
+encoders run once per distinct tile: the union of the slide's tissue patches (the grid file's ``coords``;
+their features form the patch-level outputs) and, when a region encoder runs, every patch of every region
+grid (a region encoder needs all rows × cols patches of a region, background included, as HIPT's ViT-4K
+sees the whole 4096-px image). With zero overlap the tissue patches are a subset of the region grids, so
+nothing is encoded twice. Patches are ordered region by region, row-major inside a region, then any
+tissue patch outside the regions: neighbouring patches share JPEG tiles, which the reader's tile cache
+then decodes once. An encoder reading another tile size or resolution gets its own grid from the same
+tissue mask (:func:`plan_derived`, via :mod:`tessera.pathology.grids`).
 
 :class:`PatchBatches` is the map-style dataset the workers run: item ``i`` is one batch of one slide's
 patches (batches never mix slides, so a slide's features do not depend on its neighbours in the shard)
-as a (B, size, size, 3) uint8 tensor. A read error is returned, not raised, so one corrupt slide fails
-alone; workers skip the batches of slides already marked failed in a shared flag tensor.
+as one (B, P, P, 3) uint8 tensor per transform of the grid's encoders (each tile decoded once, then
+resized/cropped by each published transform). A read error is returned, not raised, so one corrupt slide
+fails alone; workers skip the batches of plans already marked failed in a shared flag tensor.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 
 from tessera.errors import SlideError
+from tessera.pathology.encoders.transforms import TileTransform
+from tessera.pathology.grids import derived_grid
 from tessera.pathology.reader import PatchGeometry, TileCache, TileReader, read_patch
 from tessera.uri import download, is_s3, split_s3
 
@@ -72,16 +77,36 @@ def _dedupe_in_order(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return points[first[order]], rank[inverse]
 
 
-def plan_slide(slide_id: str, patient_id: str, path: str, grid_h5: str | Path) -> SlidePlan:
-    """Read a slide's grid file (the slide stage's ``patches/{slide_id}.h5``) and plan its patches."""
+def read_grid_attrs(grid_h5: str | Path) -> dict:
+    """The GUIDE §3 attributes of a slide stage grid file (``patches/{slide_id}.h5``)."""
     with h5py.File(grid_h5, "r") as f:
-        coords = f["coords"][()].astype(np.int64).reshape(-1, 2)
-        region_coords = f["region_coords"][()].astype(np.int64).reshape(-1, 2)
-        region_sizes = f["region_sizes"][()].astype(np.int64).reshape(-1, 2)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items() if k in GRID_ATTRS}
     missing = [k for k in GRID_ATTRS if k not in attrs]
     if missing:
         raise SlideError(f"grid file {grid_h5} lacks attributes {missing}. Fix: rerun the slide stage")
+    return attrs
+
+
+def _digest(*arrays: np.ndarray, attrs: dict) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(repr(sorted((k, str(v)) for k, v in attrs.items())).encode())
+    return digest.hexdigest()
+
+
+def plan_slide(slide_id: str, patient_id: str, path: str, grid_h5: str | Path, with_regions: bool = True) -> SlidePlan:
+    """Read a slide's grid file (the slide stage's ``patches/{slide_id}.h5``) and plan its patches.
+
+    ``with_regions``: also read every patch of every region (a region encoder runs on this grid).
+    """
+    attrs = read_grid_attrs(grid_h5)
+    with h5py.File(grid_h5, "r") as f:
+        coords = f["coords"][()].astype(np.int64).reshape(-1, 2)
+        region_coords = f["region_coords"][()].astype(np.int64).reshape(-1, 2)
+        region_sizes = f["region_sizes"][()].astype(np.int64).reshape(-1, 2)
+    if not with_regions:
+        region_coords, region_sizes = np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64)
     p0 = int(attrs["patch_size_level0"])
     blocks, grids = [], []
     for (rx, ry), (rw, rh) in zip(region_coords, region_sizes):
@@ -95,14 +120,26 @@ def plan_slide(slide_id: str, patient_id: str, path: str, grid_h5: str | Path) -
     for block in blocks:
         region_rows.append(rows_of[start:start + len(block)])
         start += len(block)
-    digest = hashlib.sha256()
-    for array in (coords, region_coords, region_sizes):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(repr(sorted((k, str(v)) for k, v in attrs.items())).encode())
     return SlidePlan(
         slide_id, patient_id, path, attrs, coords, region_coords, region_sizes, unique, rows_of[start:],
-        region_rows, np.asarray(grids, np.int64).reshape(-1, 2), digest.hexdigest(),
+        region_rows, np.asarray(grids, np.int64).reshape(-1, 2), _digest(coords, region_coords, region_sizes, attrs=attrs),
     )
+
+
+def plan_derived(slide_id: str, patient_id: str, path: str, grid_h5: str | Path, tissue_geojson: str | Path,
+                 tile_px: int, mpp: float, min_tissue_fraction: float) -> SlidePlan:
+    """The plan of a grid of ``tile_px`` tiles at ``mpp`` µm/px, from the slide stage's tissue polygons.
+
+    Same origin, overlap and tissue-fraction rule as the slide stage's grid; no regions. The plan's
+    ``attrs`` describe this grid (``patch_size``, ``patch_size_level0``, ``target_mpp``, ...).
+    """
+    base = read_grid_attrs(grid_h5)
+    coords, p0 = derived_grid(tissue_geojson, base, tile_px, mpp, min_tissue_fraction)
+    attrs = {k: v for k, v in base.items() if not k.startswith("region_")}
+    attrs.update(patch_size=tile_px, patch_size_level0=p0, target_mpp=mpp, target_magnification=10.0 / mpp)
+    empty = np.zeros((0, 2), np.int64)
+    return SlidePlan(slide_id, patient_id, path, attrs, coords, empty, empty, coords, np.arange(len(coords)), [],
+                     empty, _digest(coords, attrs=attrs))
 
 
 def local_copy(path: str, scratch: Path) -> Path:
@@ -134,20 +171,20 @@ def forget_local(path: str, scratch: Path) -> None:
 
 
 class PatchBatches(torch.utils.data.Dataset):
-    """Batches of patches of a list of slides, read in DataLoader workers.
+    """Batches of tiles of a list of slide plans, read in DataLoader workers.
 
-    Item ``i`` → dict ``slide`` (index into ``plans``), ``start``, ``pixels`` ((B, size, size, 3) uint8,
-    empty on error), ``error`` ('' or the reason the slide failed) and ``read`` (level, box, reader).
-    ``failed``: a shared uint8 flag per slide; batches of flagged slides are skipped.
+    Item ``i`` → dict ``plan`` (index into ``plans``), ``start``, ``views`` (one (B, P, P, 3) uint8 tensor
+    per transform in ``transforms[plan]``; empty on error), ``error`` ('' or the reason the plan failed)
+    and ``read`` (level, box, reader). ``failed``: a shared uint8 flag per plan; its batches are skipped.
     """
 
-    def __init__(self, plans: list[SlidePlan], batch_size: int, patch_size: int, scratch: Path,
-                 failed: torch.Tensor, cache_bytes: int = 64 << 20) -> None:
-        self.plans = [(p.path, p.unique, int(p.attrs["patch_size_level0"])) for p in plans]
+    def __init__(self, plans: list[SlidePlan], batch_size: int, transforms: list[tuple[TileTransform, ...]],
+                 scratch: Path, failed: torch.Tensor, cache_bytes: int = 64 << 20) -> None:
+        self.plans = [(p.path, p.unique, int(p.attrs["patch_size_level0"]), int(p.attrs["patch_size"])) for p in plans]
         self.items = [(s, start, min(start + batch_size, len(p.unique)))
                       for s, p in enumerate(plans) for start in range(0, len(p.unique), batch_size)]
-        self.patch_size, self.scratch, self.failed, self.cache_bytes = patch_size, scratch, failed, cache_bytes
-        self._open: tuple[int, TileReader, PatchGeometry] | None = None
+        self.transforms, self.scratch, self.failed, self.cache_bytes = transforms, scratch, failed, cache_bytes
+        self._open: tuple[str, TileReader] | None = None
         self._cache: TileCache | None = None  # made in the worker that uses it, shared by its slides
         self._box = np.empty(0, np.uint8)  # level pixels of one patch before resampling
 
@@ -155,30 +192,31 @@ class PatchBatches(torch.utils.data.Dataset):
         return len(self.items)
 
     def _reader(self, s: int) -> tuple[TileReader, PatchGeometry]:
-        if self._open is None or self._open[0] != s:
+        path, _, p0, size = self.plans[s]
+        if self._open is None or self._open[0] != path:
             self.close()
-            path, _, p0 = self.plans[s]
             if self._cache is None:
                 self._cache = TileCache(self.cache_bytes)
-            reader = TileReader(localise(path, self.scratch), cache=self._cache)
-            self._open = (s, reader, PatchGeometry.choose(reader, p0, self.patch_size))
-        return self._open[1], self._open[2]
+            self._open = (path, TileReader(localise(path, self.scratch), cache=self._cache))
+        reader = self._open[1]
+        return reader, PatchGeometry.choose(reader, p0, size)
 
     def __getitem__(self, i: int) -> dict:
         s, start, stop = self.items[i]
-        out = {"slide": s, "start": start, "pixels": torch.empty(0, dtype=torch.uint8), "error": "", "read": {}}
+        out = {"plan": s, "start": start, "views": [], "error": "", "read": {}}
         if self.failed[s]:
             out["error"] = "skipped"
             return out
         try:
             reader, geometry = self._reader(s)
             coords = self.plans[s][1][start:stop]
-            pixels = np.empty((len(coords), self.patch_size, self.patch_size, 3), np.uint8)
+            size = self.plans[s][3]
+            tiles = np.empty((len(coords), size, size, 3), np.uint8)
             if self._box.shape != (geometry.box, geometry.box, 3):
                 self._box = np.empty((geometry.box, geometry.box, 3), np.uint8)
             for j, (x, y) in enumerate(coords):
-                read_patch(reader, int(x), int(y), geometry, out=pixels[j], scratch=self._box)
-            out["pixels"] = torch.from_numpy(pixels)
+                read_patch(reader, int(x), int(y), geometry, out=tiles[j], scratch=self._box)
+            out["views"] = [torch.from_numpy(t.apply(tiles)) for t in self.transforms[s]]
             out["read"] = {"read_level": geometry.level, "read_box": geometry.box,
                            "reader": "tiles" if geometry.level in reader.fast_levels else "openslide"}
         except SlideError as e:

@@ -6,15 +6,17 @@ the shard) would recompute the other 199. Each finished slide's feature files ar
 hard-linked (copied where a link is impossible) to ``{resume_dir}/{slide_id}/{key}.{encoder}.h5``.
 ``key`` is a SHA-256 of everything the features depend on (:func:`slide_key`): the slide file (path,
 size, modification time or S3 ETag), its patch grid, each model's weights (SHA-256, or random + seed),
-the encoders, batch size, precision, device type and the torch and tessera versions. A rerun links a
-slide's files back into the new output when its key matches and computes only the others.
+the encoders of its grid group, batch size, precision, device type and the torch and tessera versions.
+Keys are per (slide, grid group): adding an encoder with another tile geometry to a run leaves the other
+groups' keys unchanged. A rerun links a slide's files back into the new output when its key matches and
+computes only the others.
 
 Files are complete before they are linked (written atomically), so an interrupted slide is simply
-computed again, and no truncated file is ever visible. One key per slide is kept: storing a new one
-removes the slide's older entries; links cost no space while the outputs exist. The directory (default
-``.tessera/resume/features`` in the working directory, outside ``results/`` so it never lands in S3
-default storage) can be deleted at any time; with remote executors whose disks do not outlive a job it
-is simply empty.
+computed again, and no truncated file is ever visible. One key per slide and encoder is kept: storing a
+new one removes the slide's older entries for the same encoders; links cost no space while the outputs
+exist. The directory (default ``.tessera/resume/features`` in the working directory, outside ``results/``
+so it never lands in S3 default storage) can be deleted at any time; with remote executors whose disks do
+not outlive a job it is simply empty.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ class ResumeCache:
         try:
             for enc, path in files.items():
                 link_or_copy(path, self._path(slide_id, key, enc))
-            for old in (self.root / slide_id).iterdir():
-                if not old.name.startswith(key + "."):
+            for old in (self.root / slide_id).iterdir():  # {key}.{encoder}.h5 of these encoders, other keys
+                old_key, _, rest = old.name.partition(".")
+                if old_key != key and rest.removesuffix(".h5") in files:
                     old.unlink(missing_ok=True)
         except OSError as e:  # a full or read-only resume disk must not fail the slide
             log.warning("could not keep %s in the resume directory %s: %s", slide_id, self.root, e)

@@ -19,7 +19,6 @@ CLASSIFIER_KINDS = ("logistic", "rf_classifier")
 TABULAR_KINDS = SURVIVAL_KINDS + CLASSIFIER_KINDS
 DEEP_KINDS = ("porpoise",)
 KINDS = TABULAR_KINDS + DEEP_KINDS
-ENCODERS = ("hipt256", "hipt4k")
 SURVIVAL_FUNCTION_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "porpoise")  # predict S(t), not only a risk
 
 #: Files of results/models/{model}/ by what the model can do (see tessera.survival.run). A file
@@ -228,9 +227,6 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
                              fix=f"key the PCA components by modality: {', '.join(MODALITIES)}")
         if spec.kind in DEEP_KINDS:
             PorpoiseParams.from_dict(spec.params)  # unknown parameters fail here, not in a job
-            if spec.encoder is not None and spec.encoder not in ENCODERS:
-                raise InputError(f"unknown encoder '{spec.encoder}'", file=file, field=f"{where}.encoder",
-                                 fix=f"use one of {', '.join(ENCODERS)} or null (no pathology bags)")
         elif spec.encoder is not None:
             raise InputError("only the porpoise kind reads instance embeddings", file=file, field=f"{where}.encoder",
                              fix="remove encoder from this tabular model (it uses slide embeddings via the cohort)")

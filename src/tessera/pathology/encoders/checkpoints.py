@@ -1,7 +1,13 @@
 """Model weights: official checkpoints loaded strictly and safely, or random weights when asked for.
 
-Accepted files (local path or ``s3://`` URI):
+Accepted weights (local path or ``s3://`` URI), per the encoder's
+:class:`~tessera.pathology.encoders.registry.Checkpoint`:
 
+* a timm state dict as the foundation models publish it (``pytorch_model.bin`` = ``torch.save(state_dict)``,
+  or ``model.safetensors``), keys as timm names them; CONCH's files hold more than the image tower and
+  their spec states which keys are used (``select``) and which are not (``ignore``);
+* a transformers directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``) for the
+  Phikon models: the architecture is built from its ``config.json`` (no remote code);
 * PyTorch pickles such as HIPT's ``vit256_small_dino.pth`` / ``vit4k_xs_dino.pth``: full DINO training
   dicts with the weights under ``teacher`` (else ``state_dict`` or ``model``, else the dict itself),
   keys prefixed ``backbone.`` (and ``module.`` when saved from DDP), the DINO projection head
@@ -10,7 +16,7 @@ Accepted files (local path or ``s3://`` URI):
 * safetensors files (the same keys, with or without the prefixes).
 
 Loading is strict, unlike the official ``strict=False``: every parameter of the model must be present
-with its shape, and no key may be left over except the DINO head; otherwise an
+with its shape, and no key may be left over except the stated ones (the DINO head); otherwise an
 :class:`~tessera.errors.InputError` lists what is missing, unexpected or mismatched. The file's SHA-256
 is recorded with the outputs.
 
@@ -24,6 +30,7 @@ import argparse
 import logging
 import os
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,20 +38,18 @@ import torch
 
 from tessera.checksum import sha256_file
 from tessera.errors import InputError
-from tessera.pathology.params import RANDOM
-from tessera.pathology.registry import EncoderSpec
+from tessera.pathology.encoders.registry import RANDOM, Checkpoint, EncoderSpec
 from tessera.uri import local_file
 
 log = logging.getLogger(__name__)
-
 #: The only non-torch type the official DINO checkpoints need to unpickle.
 SAFE_GLOBALS = [argparse.Namespace]
 #: Sub-dicts that hold the weights, in order of preference (DINO saves ``teacher`` and ``student``).
 WEIGHT_KEYS = ("teacher", "state_dict", "model")
+#: Weights files of a transformers directory, in order of preference (the first present is loaded).
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: Key prefixes stripped from the front of every key, in this order.
 PREFIXES = ("module.", "backbone.")
-#: Keys of DINO's projection head, used only for training.
-IGNORED_PREFIX = "head."
 
 
 @dataclass(frozen=True)
@@ -95,8 +100,13 @@ def read_checkpoint(path: str | os.PathLike, *, label: str | None = None) -> obj
         ) from e
 
 
-def backbone_state_dict(obj: object, *, label: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The backbone weights of a checkpoint object: sub-dict chosen, prefixes stripped, DINO head dropped."""
+def backbone_state_dict(obj: object, *, label: str = "checkpoint", checkpoint: Checkpoint = Checkpoint()
+                        ) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint object: sub-dict chosen, prefixes stripped, the spec's mapping applied.
+
+    ``checkpoint.select`` keeps only keys under that prefix (stripped); ``checkpoint.ignore`` drops keys
+    under those prefixes (after selection), each logged.
+    """
     state = obj
     if isinstance(obj, dict):
         for key in WEIGHT_KEYS:
@@ -108,20 +118,26 @@ def backbone_state_dict(obj: object, *, label: str = "checkpoint") -> dict[str, 
         raise InputError("holds no state dict", file=label,
                          fix="give a file with a 'teacher' or 'state_dict' dict, or a flat name → tensor dict")
     out: dict[str, torch.Tensor] = {}
-    dropped = 0
+    dropped: dict[str, int] = {}
     for key, value in state.items():
         name = str(key)
         for prefix in PREFIXES:
             name = name.removeprefix(prefix)
-        if name.startswith(IGNORED_PREFIX):
-            dropped += 1
+        if checkpoint.select:
+            if not name.startswith(checkpoint.select):
+                dropped[checkpoint.select + " (not selected)"] = dropped.get(checkpoint.select + " (not selected)", 0) + 1
+                continue
+            name = name[len(checkpoint.select):]
+        ignored = next((p for p in checkpoint.ignore if name.startswith(p)), None)
+        if ignored is not None:
+            dropped[ignored] = dropped.get(ignored, 0) + 1
             continue
         if not isinstance(value, torch.Tensor):
             raise InputError(f"entry '{key}' is a {type(value).__name__}, not a tensor", file=label,
                              fix="point the weights setting at a checkpoint of model parameters")
         out[name] = value
-    if dropped:
-        log.info("%s: ignored %d DINO head tensors (%s*)", label, dropped, IGNORED_PREFIX)
+    for prefix, n in dropped.items():
+        log.info("%s: ignored %d tensors (%s*), unused by the features", label, n, prefix)
     return out
 
 
@@ -148,7 +164,53 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, label
             fix=f"point the weights at the right checkpoint{f' ({expected_file})' if expected_file else ''}, "
                 "for the same architecture",
         )
-    model.load_state_dict(state, strict=True)
+    own_meta = any(t.is_meta for t in own.values())
+    if own_meta:  # a model built on the meta device takes the tensors themselves, in its own dtypes
+        state = {k: v.to(own[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=own_meta)
+    if own_meta and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise RuntimeError(f"{type(model).__name__} has tensors outside its state dict; build it off the meta device")
+
+
+def _load_file(spec: EncoderSpec, weights: str) -> tuple[torch.nn.Module, Weights]:
+    """The model of ``spec`` with the tensors of one state-dict file (local or ``s3://``)."""
+    ckpt = spec.weights
+    with local_file(weights) as path:
+        if not path.is_file():
+            raise InputError(f"weights file not found for encoder '{spec.name}'", file=str(weights),
+                             field=f"pathology.weights.{spec.name}", fix="correct the path or URI")
+        digest = sha256_file(path)
+        state = backbone_state_dict(read_checkpoint(path, label=str(weights)), label=str(weights), checkpoint=ckpt)
+    with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+        model = spec.build()
+    if ckpt.adapt is not None:
+        state = ckpt.adapt(state, model)
+    load_strict(model, state, label=str(weights), expected_file=ckpt.files)
+    log.info("encoder %s: loaded %d tensors from %s (sha256 %s)", spec.name, len(state), weights, digest)
+    return model, Weights(str(weights), digest, False)
+
+
+def _load_hf_dir(spec: EncoderSpec, weights: str) -> tuple[torch.nn.Module, Weights]:
+    """The stock transformers model of a directory (local or ``s3://`` prefix), loaded strictly."""
+    from tessera.genomics.nt import _fetch
+    from tessera.pathology.encoders.hf import load_dir
+
+    ckpt = spec.weights
+    with tempfile.TemporaryDirectory(prefix="tessera-encoder-") as tmp:
+        local = Path(weights) if not weights.startswith("s3://") else Path(tmp)
+        if not local.is_dir():
+            raise InputError(f"weights directory not found for encoder '{spec.name}'", file=str(weights),
+                             field=f"pathology.weights.{spec.name}", fix=f"give the directory (or s3:// prefix) "
+                             f"holding {ckpt.files}")
+        files = [_fetch(str(weights), name, Path(tmp)) for name in ("config.json", *HF_WEIGHTS)]
+        present = [f for f in files[1:] if f is not None]
+        if files[0] is None or not present:
+            raise InputError("no config.json and weights in the model directory", file=str(weights),
+                             field=f"pathology.weights.{spec.name}", fix=f"give the directory holding {ckpt.files}")
+        digest = sha256_file(present[0])
+        model = load_dir(local, ckpt.layout.removeprefix("hf_dir:"), ckpt.ignore, label=str(present[0]))
+    log.info("encoder %s: loaded %s (sha256 %s)", spec.name, present[0], digest)
+    return model, Weights(str(weights), digest, False)
 
 
 def build_encoder(spec: EncoderSpec, weights: str, seed: int = 0) -> tuple[torch.nn.Module, Weights]:
@@ -158,7 +220,7 @@ def build_encoder(spec: EncoderSpec, weights: str, seed: int = 0) -> tuple[torch
     """
     if not weights:
         raise InputError(f"no weights given for encoder '{spec.name}'", field=f"pathology.weights.{spec.name}",
-                         fix=f"set it to the path or s3:// URI of {spec.checkpoint or 'its checkpoint'}, or to 'random'")
+                         fix=f"set it to the path or s3:// URI of {spec.weights.files or 'its checkpoint'}, or to 'random'")
     if weights == RANDOM:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -166,16 +228,9 @@ def build_encoder(spec: EncoderSpec, weights: str, seed: int = 0) -> tuple[torch
         log.warning("encoder %s uses RANDOM weights (seed %d): its features carry no pretrained knowledge; "
                     "set pathology.weights.%s to a checkpoint for real use", spec.name, seed, spec.name)
         info = Weights(RANDOM, "", True, seed)
+    elif spec.weights.layout.startswith("hf_dir"):
+        model, info = _load_hf_dir(spec, str(weights))
     else:
-        model = spec.build()
-        with local_file(weights) as path:
-            if not path.is_file():
-                raise InputError(f"weights file not found for encoder '{spec.name}'", file=str(weights),
-                                 field=f"pathology.weights.{spec.name}", fix="correct the path or URI")
-            digest = sha256_file(path)
-            state = backbone_state_dict(read_checkpoint(path, label=str(weights)), label=str(weights))
-        load_strict(model, state, label=str(weights), expected_file=spec.checkpoint)
-        log.info("encoder %s: loaded %d tensors from %s (sha256 %s)", spec.name, len(state), weights, digest)
-        info = Weights(str(weights), digest, False)
+        model, info = _load_file(spec, str(weights))
     model.eval().requires_grad_(False)
     return model, info
