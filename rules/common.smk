@@ -1,15 +1,33 @@
 # Config and sheet validation, and the cohort's shard lookups, shared by every stage.
 # Parse-time work stays cheap: remote jobs parse this file again.
 
+from pathlib import Path
+
+import yaml
+
 from snakemake.utils import validate
 
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 
-from tessera.config import check_config
+from tessera.config import check_config, check_config_schema, config_sources
 from tessera.plan import plan_cohort
 from tessera.remote import check_remote_inputs, tracked_files
 from tessera.survival.settings import family_outputs
 
+# Every schema problem of the merged config, one line each with the file that set it, before
+# Snakemake's own validation (which prints the whole schema and config for the first problem only)
+# fills in the defaults. Merge order: the configfile directive's file, --configfile files, --config.
+_CLI_CONFIGFILES = [str(f) for f in workflow.config_settings.configfiles]
+with open(Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml") as _schema:
+    check_config_schema(
+        config,
+        yaml.safe_load(_schema),
+        config_sources(
+            [str(f) for f in workflow.configfiles if str(f) not in _CLI_CONFIGFILES]
+            + _CLI_CONFIGFILES,
+            workflow.config_settings.config,
+        ),
+    )
 validate(config, "../config/schemas/config.schema.yaml")
 check_config(
     config, file="config (merged from config/config.yaml and --configfile/--config)"

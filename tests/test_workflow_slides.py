@@ -58,9 +58,16 @@ def test_bad_sheet_stops_before_any_job_with_the_fix(tmp_path, tiny_cohort):
 
 
 def test_invalid_config_is_rejected_by_the_schema(tmp_path, tiny_cohort):
-    config = cohort_config(tiny_cohort, tmp_path, patching={"target_mpp": -1})
+    """Schema problems of the merged config: one short line each, naming the file, before Snakemake's dump."""
+    config = cohort_config(tiny_cohort, tmp_path, patching={"target_mpp": -1}, slide="typo.tsv",
+                           survival={"cv": {"n_split": 3}})
     proc = run_snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
-    assert proc.returncode != 0 and "['patching']['target_mpp']" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "3 problem(s) in the config (config.yaml):" in out, out
+    assert "config.yaml, field 'slide': unknown key 'slide' (value 'typo.tsv'). Fix: did you mean 'slides'?" in out
+    assert "config.yaml, field 'survival.cv.n_split': unknown key 'n_split' (value 3). Fix: did you mean 'n_splits'?" in out
+    assert "config.yaml, field 'patching.target_mpp': -1 is not allowed. Fix: use a number > 0" in out
+    assert len(out.splitlines()) < 25 and "Failed validating" not in out, out
     config = cohort_config(tiny_cohort, tmp_path, patching={"patch_size": 256, "region_size": 1000})
     proc = run_snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0

@@ -1,9 +1,158 @@
-"""Checks of the config that a JSON Schema cannot express (relations between keys)."""
+"""Checks of the config: the JSON Schema, reported one short line per problem, and the relations
+between keys that a schema cannot express."""
 
 from __future__ import annotations
 
-from tessera.errors import InputError
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+
+import yaml
+
+from tessera.errors import InputError, InputErrors
 from tessera.explain import pseudonyms
+
+#: Source name of values given with ``snakemake --config KEY=VALUE``.
+COMMAND_LINE = "--config"
+
+
+def config_sources(files: Iterable[str | os.PathLike], overrides: Mapping | None = None) -> list[tuple[str, dict]]:
+    """The config files in the order Snakemake merges them (later wins), then ``--config`` overrides,
+    as ``(name, content)`` pairs; names are relative to the working directory where they lie under it."""
+    sources = []
+    for f in files:
+        name = os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f)
+        with open(f) as fh:
+            sources.append((name, yaml.safe_load(fh) or {}))
+    if overrides:
+        sources.append((COMMAND_LINE, dict(overrides)))
+    return sources
+
+
+def _lookup(data, path: tuple) -> bool:
+    for key in path:
+        if isinstance(data, Mapping) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and key < len(data):
+            data = data[key]
+        else:
+            return False
+    return True
+
+
+def _source(path: tuple, sources: list[tuple[str, dict]]) -> str:
+    """The last source that sets ``path`` (the one whose value the merged config holds)."""
+    for name, data in reversed(sources):
+        if _lookup(data, path):
+            return name
+    return "config"
+
+
+def _key_path(config: dict, path: Iterable) -> str:
+    """``survival.models[coxnet].kind``: list items named by their ``name`` where they have one."""
+    out, node = "", config
+    for key in path:
+        if isinstance(key, int):
+            item = node[key] if isinstance(node, list) and key < len(node) else None
+            name = item.get("name") if isinstance(item, Mapping) else None
+            out += f"[{name}]" if isinstance(name, str) and name else f"[{key}]"
+        else:
+            out += f".{key}" if out else str(key)
+        node = node[key] if isinstance(node, (Mapping, list)) and _lookup(node, (key,)) else None
+    return out
+
+
+def _value(value) -> str:
+    """A short rendering of a config value (one line, at most ~60 characters)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    text = text.removesuffix("\n...").strip()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPES = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+          "array": "a list", "object": "a mapping of keys", "null": "null"}
+
+
+def allowed(schema: dict) -> str:
+    """What a schema admits, in words: 'an integer >= 16', 'one of auto, cpu, cuda', ..."""
+    if "enum" in schema:
+        return "one of " + ", ".join(_value(v) for v in schema["enum"])
+    if "const" in schema:
+        return _value(schema["const"])
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return " or ".join(allowed(s) for s in schema[key])
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    words = " or ".join(_TYPES.get(t, t) for t in types) or "a value"
+    limits = [f"{op} {schema[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+                                                 ("exclusiveMaximum", "<")) if k in schema]
+    if "pattern" in schema:
+        limits.append(f"matching {schema['pattern']}")
+    if "minItems" in schema:
+        limits.append(f"with at least {schema['minItems']} item(s)")
+    if "maxItems" in schema:
+        limits.append(f"with at most {schema['maxItems']} item(s)")
+    if schema.get("uniqueItems"):
+        limits.append("without repeats")
+    if "array" in types and isinstance(schema.get("items"), dict):
+        words += f" (items: {allowed(schema['items'])})"
+    return f"{words} {' '.join(limits)}" if limits else words
+
+
+def _meant(word, choices: Iterable) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def schema_problems(config: dict, schema: dict, sources: list[tuple[str, dict]]) -> list[InputError]:
+    """Every place where the merged ``config`` breaks ``schema``, one :class:`InputError` each: the
+    source file that set the value, the key path, the bad value, what is allowed and, for a misspelled
+    key or value, the one meant (difflib)."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = []
+    for e in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = tuple(e.absolute_path)
+        if e.validator == "additionalProperties":
+            known = list(e.schema.get("properties", {}))
+            for key in sorted(set(e.instance) - set(known)):
+                where = _key_path(config, (*path, key))
+                value = e.instance[key]
+                shown = "" if isinstance(value, (Mapping, list)) else f" (value {_value(value)})"
+                problems.append(InputError(
+                    f"unknown key '{key}'{shown}", file=_source((*path, key), sources), field=where,
+                    fix=f"{_meant(key, known)}allowed keys: {', '.join(known)}"))
+        elif "propertyNames" in e.schema_path:
+            where = _key_path(config, (*path, e.instance))
+            names = e.schema.get("enum", [])
+            problems.append(InputError(
+                f"unknown key '{e.instance}'", file=_source((*path, e.instance), sources), field=where,
+                fix=f"{_meant(e.instance, names)}allowed: {allowed(e.schema)}"))
+        elif e.validator == "required":
+            key = e.message.split("'")[1]
+            problems.append(InputError(
+                f"required key '{key}' is missing", file=_source(path, sources) if path else "config",
+                field=_key_path(config, (*path, key)),
+                fix=f"add it ({allowed(e.schema['properties'][key])})" if key in e.schema.get("properties", {})
+                else "add it"))
+        else:
+            meant = _meant(e.instance, e.schema["enum"]) if e.validator == "enum" else ""
+            problems.append(InputError(
+                f"{_value(e.instance)} is not allowed", file=_source(path, sources),
+                field=_key_path(config, path), fix=f"{meant}use {allowed(e.schema)}"))
+    return problems
+
+
+def check_config_schema(config: dict, schema: dict, sources: list[tuple[str, dict]]) -> None:
+    """Raise :class:`InputErrors` listing every schema problem of the merged config (see :func:`schema_problems`)."""
+    problems = schema_problems(config, schema, sources)
+    if problems:
+        names = ", ".join(name for name, _ in sources)
+        raise InputErrors(f"the config ({names})", problems, limit=50)
 
 
 def check_config(config: dict, file: str = "config") -> None:
