@@ -5,11 +5,17 @@ from pathlib import Path
 
 import yaml
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 
-from tessera.config import check_config, check_config_schema, config_sources
+from tessera.config import (
+    check_config,
+    check_config_schema,
+    config_sources,
+    switch_stages,
+)
 from tessera.plan import plan_cohort
 from tessera.remote import check_remote_inputs, tracked_files
 from tessera.survival.settings import family_outputs
@@ -29,6 +35,14 @@ with open(Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml") 
         ),
     )
 validate(config, "../config/schemas/config.schema.yaml")
+# `slides: null`, `genomics: null`, `clinical: null` switch stages off; survival and explain follow.
+for _note in switch_stages(
+    config, file="config (merged from config/config.yaml and --configfile/--config)"
+):
+    if workflow.is_main_process:
+        logger.info(f"tessera: {_note}")
+SLIDES_ON = config["slides"] is not None
+GENOMICS_ON = config["genomics"] is not None
 check_config(
     config, file="config (merged from config/config.yaml and --configfile/--config)"
 )
@@ -58,7 +72,7 @@ if (
     and SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
 ):
     check_remote_inputs(
-        [config["slides"], config["clinical"], config["genomics"]],
+        [config[k] for k in ("slides", "clinical", "genomics") if config[k] is not None],
         tracked_files(),
         [
             (PLAN.slides, "path", config["slides"]),
@@ -91,10 +105,11 @@ def shard_dirs(pattern, shards):
 
 def explain_targets():
     """The report explaining `explain.model`'s out-of-fold risk (config checks name a configured model
-    and encoder); none when the cohort is too small for the survival folds, so no model runs.
+    and encoder), or with `explain.model` null the clusters without a risk; none without slides, or
+    when the cohort is too small for the survival folds, so the model does not run.
     `snakemake results/explain/<encoder>/report.html` still runs it on existing inputs.
     """
-    if not SURVIVAL_ACTIVE:
+    if not SLIDES_ON or (config["explain"]["model"] is not None and not SURVIVAL_ACTIVE):
         return []
     return [f"results/explain/{config['explain']['encoder']}/report.html"]
 

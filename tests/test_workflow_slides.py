@@ -86,3 +86,16 @@ def test_lint_and_format_are_clean(tmp_path, tiny_cohort):
     config = cohort_config(tiny_cohort, tmp_path)
     lint = run_snakemake(tmp_path, "--configfile", str(config), "--lint", check=False)
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def test_readme_unlock_commands_work_for_a_users_cohort(tmp_path, tiny_cohort):
+    """README's resume steps: `--unlock` parses the workflow, so it needs the run's --configfile (without it
+    Snakemake reads the demo config, whose sheets a user's working directory lacks)."""
+    import shlex
+
+    commands = re.findall(r"([^\s`]*snakemake\b[^`\n]*--unlock[^`\n]*)", (REPO / "README.md").read_text())
+    assert commands and all("--configfile my-cohort.yaml" in c for c in commands), commands
+    config = cohort_config(tiny_cohort, tmp_path)
+    args = [str(config) if a == "my-cohort.yaml" else a for a in shlex.split(commands[-1])[1:]]
+    proc = run_snakemake(tmp_path, *args)
+    assert "Unlocked working directory" in proc.stdout + proc.stderr

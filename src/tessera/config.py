@@ -202,3 +202,61 @@ def check_config(config: dict, file: str = "config") -> None:
             f"explain.encoder {e['encoder']!r} is not one of pathology.encoders ({', '.join(encoders) or 'none'})",
             file=file, field="explain.encoder", fix="add it to pathology.encoders or choose an extracted encoder",
         )
+
+
+#: The stages a sheet feeds: ``slides: null`` in a config switches off the slide, feature and explain
+#: stages, ``genomics: null`` the genomic stage, ``clinical: null`` the survival stage.
+SHEET_MODALITY = {"slides": "pathology", "genomics": "genomics", "clinical": "clinical"}
+
+
+def switch_stages(config: dict, file: str = "config") -> list[str]:
+    """Make the config follow the sheets switched off with ``null`` (in place); return what was left out.
+
+    Survival follows: ``survival.cohort.modalities``, each model's ``modalities`` and ``pca`` lose the
+    modalities whose sheet is null; a model left without its data (porpoise without slides, a model of
+    only switched-off modalities) is dropped; without a clinical table there is no survival stage, and
+    ``explain.model`` becomes null when its model does not run (the report then shows the clusters
+    without a risk). Raises :class:`InputError` when nothing is left to run.
+    """
+    off = [key for key in SHEET_MODALITY if config.get(key) is None]
+    if not off:
+        return []
+    if config.get("slides") is None and config.get("genomics") is None:
+        raise InputError("both slides and genomics are null: no stage is left to run", file=file, field="slides",
+                         fix="give a slide sheet, a genomics sheet, or both")
+    gone = {SHEET_MODALITY[key] for key in off}
+    stages = {"slides": "slide, feature and explain stages", "genomics": "genomic stage", "clinical": "survival stage"}
+    notes = [f"{key}: null switches off the {stages[key]}" for key in off]
+    survival = config.setdefault("survival", {})
+    cohort = survival.setdefault("cohort", {})
+    models = survival.get("models") or []
+    if "clinical" in gone:
+        if models:
+            notes.append(f"survival.models ({', '.join(str(m.get('name')) for m in models)}) left out: "
+                         "no clinical table, so no outcomes")
+        survival["models"] = []
+    else:
+        modalities = [m for m in cohort.get("modalities", ["clinical"]) if m not in gone]
+        if not modalities:
+            raise InputError(f"survival.cohort.modalities {cohort.get('modalities')} are all switched off "
+                             f"({', '.join(off)}: null)", file=file, field="survival.cohort.modalities",
+                             fix="add clinical (or a modality whose sheet is given) to the modalities")
+        cohort["modalities"] = modalities
+        kept = []
+        for m in models:
+            own = m.get("modalities")
+            if own is not None:
+                m["modalities"] = [x for x in own if x not in gone]
+            if m.get("pca"):
+                m["pca"] = {k: v for k, v in m["pca"].items() if k not in gone}
+            if (m.get("encoder") and "pathology" in gone) or (own and not m["modalities"]):
+                notes.append(f"survival.models[{m.get('name')}] left out: it needs "
+                             + ("the slides" if m.get("encoder") else f"{', '.join(own)}, switched off"))
+                continue
+            kept.append(m)
+        survival["models"] = kept
+    explain = config.setdefault("explain", {})
+    if explain.get("model") and explain["model"] not in [m.get("name") for m in survival["models"]]:
+        notes.append(f"explain.model {explain['model']!r} does not run: the report shows the clusters without a risk")
+        explain["model"] = None
+    return notes
