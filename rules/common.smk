@@ -3,8 +3,6 @@
 
 from pathlib import Path
 
-import yaml
-
 from snakemake.logging import logger
 from snakemake.utils import validate
 
@@ -24,16 +22,15 @@ from tessera.survival.settings import family_outputs
 # Snakemake's own validation (which prints the whole schema and config for the first problem only)
 # fills in the defaults. Merge order: the configfile directive's file, --configfile files, --config.
 _CLI_CONFIGFILES = [str(f) for f in workflow.config_settings.configfiles]
-with open(Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml") as _schema:
-    check_config_schema(
-        config,
-        yaml.safe_load(_schema),
-        config_sources(
-            [str(f) for f in workflow.configfiles if str(f) not in _CLI_CONFIGFILES]
-            + _CLI_CONFIGFILES,
-            workflow.config_settings.config,
-        ),
-    )
+check_config_schema(
+    config,
+    Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml",
+    config_sources(
+        [str(f) for f in workflow.configfiles if str(f) not in _CLI_CONFIGFILES]
+        + _CLI_CONFIGFILES,
+        workflow.config_settings.config,
+    ),
+)
 validate(config, "../config/schemas/config.schema.yaml")
 # `slides: null`, `genomics: null`, `clinical: null` switch stages off; survival and explain follow.
 for _note in switch_stages(
@@ -72,7 +69,11 @@ if (
     and SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
 ):
     check_remote_inputs(
-        [config[k] for k in ("slides", "clinical", "genomics") if config[k] is not None],
+        [
+            config[k]
+            for k in ("slides", "clinical", "genomics")
+            if config[k] is not None
+        ],
         tracked_files(),
         [
             (PLAN.slides, "path", config["slides"]),
@@ -109,7 +110,9 @@ def explain_targets():
     when the cohort is too small for the survival folds, so the model does not run.
     `snakemake results/explain/<encoder>/report.html` still runs it on existing inputs.
     """
-    if not SLIDES_ON or (config["explain"]["model"] is not None and not SURVIVAL_ACTIVE):
+    if not SLIDES_ON or (
+        config["explain"]["model"] is not None and not SURVIVAL_ACTIVE
+    ):
         return []
     return [f"results/explain/{config['explain']['encoder']}/report.html"]
 

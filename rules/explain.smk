@@ -98,11 +98,11 @@ rule explain_assign:
 
 rule explain_report:
     input:
+        **EXPLAIN_INPUTS,
         assign=shard_dirs(
             "results/explain/{{encoder}}/assign/shard-{shard}", PLAN.slide_shards
         ),
         centroids="results/explain/{encoder}/centroids.h5",
-        **EXPLAIN_INPUTS,
     output:
         report=explain_report_item("report.html", "report.rst", "report"),
         clusters=explain_report_item("clusters.tsv", "clusters.rst", "clusters"),

@@ -50,11 +50,16 @@ def test_slide_stage_records_a_missing_slide_and_reruns_only_the_changed_shard(t
 
 def test_bad_sheet_stops_before_any_job_with_the_fix(tmp_path, tiny_cohort):
     sheet = write_sheet(tiny_cohort, tmp_path, [{"slide_id": "P002-S1", "patient_id": "P002", "path": "x", "mpp": ""}])
-    config = cohort_config(tiny_cohort, tmp_path, slides=str(sheet))
+    clinical = (tiny_cohort / "clinical.tsv").read_text().splitlines()
+    clinical[1] = "\t".join([clinical[1].split("\t")[0], "-5", *clinical[1].split("\t")[2:]])
+    (tmp_path / "clinical.tsv").write_text("\n".join(clinical) + "\n")
+    config = cohort_config(tiny_cohort, tmp_path, slides=str(sheet), clinical=str(tmp_path / "clinical.tsv"))
     proc = run_snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "duplicate slide_id 'P002-S1'" in out and "Fix: give every row its own slide_id" in out
+    # every sheet's problems in one go, not only the first sheet's
+    assert f"{tmp_path / 'clinical.tsv'}, line 2, field 'time': '-5' is not a positive number" in out, out
 
 
 def test_invalid_config_is_rejected_by_the_schema(tmp_path, tiny_cohort):

@@ -147,8 +147,12 @@ def schema_problems(config: dict, schema: dict, sources: list[tuple[str, dict]])
     return problems
 
 
-def check_config_schema(config: dict, schema: dict, sources: list[tuple[str, dict]]) -> None:
-    """Raise :class:`InputErrors` listing every schema problem of the merged config (see :func:`schema_problems`)."""
+def check_config_schema(config: dict, schema: Mapping | str | os.PathLike, sources: list[tuple[str, dict]]) -> None:
+    """Raise :class:`InputErrors` listing every schema problem of the merged config (see
+    :func:`schema_problems`); ``schema``: the schema or its YAML file."""
+    if not isinstance(schema, Mapping):
+        with open(schema) as fh:
+            schema = yaml.safe_load(fh)
     problems = schema_problems(config, schema, sources)
     if problems:
         names = ", ".join(name for name, _ in sources)
