@@ -31,6 +31,11 @@ def test_without_genomes_survival_uses_slides_and_clinical():
     assert all("genomics" not in m["pca"] for m in cfg["survival"]["models"])
     assert len(cfg["survival"]["models"]) == 8 and cfg["explain"]["model"] == "coxnet"
     check_config(cfg)
+    typo = config(genomics=None)
+    typo["explain"]["model"] = "coxnett"  # a wrong name is still an error, not silently no risk
+    switch_stages(typo)
+    with pytest.raises(InputError, match="explain.model 'coxnett' is not one of survival.models"):
+        check_config(typo)
 
 
 def test_without_slides_the_models_that_need_them_are_left_out():

@@ -30,6 +30,7 @@ def config_sources(files: Iterable[str | os.PathLike], overrides: Mapping | None
 
 
 def _lookup(data, path: tuple) -> bool:
+    """Whether ``data`` (nested mappings and lists) holds a value at ``path``."""
     for key in path:
         if isinstance(data, Mapping) and key in data:
             data = data[key]
@@ -260,7 +261,8 @@ def switch_stages(config: dict, file: str = "config") -> list[str]:
             kept.append(m)
         survival["models"] = kept
     explain = config.setdefault("explain", {})
-    if explain.get("model") and explain["model"] not in [m.get("name") for m in survival["models"]]:
+    dropped = {m.get("name") for m in models} - {m.get("name") for m in survival["models"]}
+    if explain.get("model") and ("clinical" in gone or explain["model"] in dropped):
         notes.append(f"explain.model {explain['model']!r} does not run: the report shows the clusters without a risk")
         explain["model"] = None
     return notes
