@@ -47,6 +47,7 @@ def test_without_slides_the_models_that_need_them_are_left_out():
     assert "survival.models[porpoise] left out: it needs the slides" in notes
     assert "survival.models[path_only] left out: it needs pathology, switched off" in notes
     assert models(cfg)["cox_ridge"]["pca"] == {"genomics": 4}
+    assert cfg["explain"]["model"] is None  # no explain stage: its model need not run
     check_config(cfg)
 
 

@@ -221,7 +221,7 @@ def switch_stages(config: dict, file: str = "config") -> list[str]:
     modalities whose sheet is null; a model left without its data (porpoise without slides, a model of
     only switched-off modalities) is dropped; without a clinical table there is no survival stage, and
     ``explain.model`` becomes null when its model does not run (the report then shows the clusters
-    without a risk). Raises :class:`InputError` when nothing is left to run.
+    without a risk) or there is no explain stage (no slides). Raises :class:`InputError` when nothing is left to run.
     """
     off = [key for key in SHEET_MODALITY if config.get(key) is None]
     if not off:
@@ -262,7 +262,9 @@ def switch_stages(config: dict, file: str = "config") -> list[str]:
         survival["models"] = kept
     explain = config.setdefault("explain", {})
     dropped = {m.get("name") for m in models} - {m.get("name") for m in survival["models"]}
-    if explain.get("model") and ("clinical" in gone or explain["model"] in dropped):
+    if "pathology" in gone:
+        explain["model"] = None  # no explain stage without slides
+    elif explain.get("model") and ("clinical" in gone or explain["model"] in dropped):
         notes.append(f"explain.model {explain['model']!r} does not run: the report shows the clusters without a risk")
         explain["model"] = None
     return notes
