@@ -237,3 +237,30 @@ def test_filtered_records_and_unphased_hets_are_recorded_when_not_applied(tmp_pa
     assert [(e["pos"], e["hap1"], e["hap2"]) for e in out.events] == [
         (3, "skipped:filter LowQual", "skipped:filter LowQual"), (7, "skipped:unphased", "skipped:unphased")]
     assert out.counts()["skipped"] == 2
+
+
+def test_missing_genotype_n_before_the_region_leaves_the_region_as_bcftools_does(tmp_path):
+    """Under ``--missing N`` a record starting before the region puts its N before it: the region keeps its
+    length (the old code inserted an N one base before the region's end), and the record still blocks the
+    records overlapping it. Byte-equal to bcftools 1.24 ``consensus -M N`` for every genotype combination."""
+    seq = "GATTACACCGTAGGCTTACGATCGGATCCATGCAAGTC" * 2
+    r0, r1 = 20, 60
+    gts = ["./.", ".|1", "1|.", "0|1", "./0", "1|1"]
+    samples = [f"S{i}_{j}" for i in range(len(gts)) for j in range(len(gts))]
+    rows = [  # an anchored deletion 3 bp before the region, a SNV at its start, a SNV inside it
+        ("chrT", r0 - 3, seq[r0 - 3: r0 + 3], [seq[r0 - 3]], ".", [gts[int(s[1])] for s in samples]),
+        ("chrT", r0 + 1, seq[r0 + 1], ["A" if seq[r0 + 1] != "A" else "C"], ".", [gts[int(s[3])] for s in samples]),
+        ("chrT", r0 + 9, seq[r0 + 9: r0 + 11], [seq[r0 + 9]], ".", ["1|1"] * len(samples)),
+    ]
+    vcf = write_vcf(tmp_path / "v.vcf.gz", {"chrT": len(seq)}, samples, rows)
+    region, bases = Region("T", "chrT", r0, r1), seq[r0:r1]
+    records = read_vcf_records(str(vcf), samples, region, bases)
+    params = SequenceParams(missing_genotype="N")
+    for sample in samples:
+        ours = build_haplotypes(bases, region, records, sample, params)
+        for h, seq_h in ((1, ours.hap1), (2, ours.hap2)):
+            theirs = bcftools_consensus(tmp_path, bases, "chrT", r0, vcf, "-s", sample, "-H", str(h), "-M", "N")
+            assert seq_h == theirs, f"{sample} hap{h}: {seq_h} != bcftools {theirs}"
+    ours = build_haplotypes(bases, region, records, "S0_5", params)
+    assert len(ours.hap1) == len(bases) - 1 and "N" not in ours.hap1
+    assert ours.events[0]["hap1"] == "skipped:before region"
