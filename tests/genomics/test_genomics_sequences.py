@@ -12,6 +12,7 @@ from tessera.demo import genome
 from tessera.errors import InputError
 from tessera.genomics.consensus import Haplotype, reverse_complement
 from tessera.genomics.genes import Region
+from tessera.genomics.inputs import vcf_samples
 from tessera.genomics.sequences import (
     BamParams,
     SequenceParams,
@@ -145,10 +146,14 @@ def test_shard_records_failures_and_goes_on(synthetic_case, tmp_path):
     records = read_vcf_records(str(case.vcf), ["S1"], region, bases)
     fwd = build_haplotypes(bases, Region("T", "chrT", region.start, region.end, "+"), records, "S1", SequenceParams())
     assert seqs["P1"] == (reverse_complement(fwd.hap1), reverse_complement(fwd.hap2))
-    # a sample absent from the VCF fails that patient with the reason
-    bad = [{"patient_id": "P9", "vcf": str(case.vcf), "vcf_sample": "NOPE", "bam": ""}]
+    # a sample absent from the VCF fails that patient alone, with the reason; the VCF's others go on
+    bad = [{"patient_id": "P9", "vcf": str(case.vcf), "vcf_sample": "NOPE", "bam": ""}, patients[0]]
     index = patient_sequences_shard(bad, region, str(case.reference), SequenceParams(), tmp_path / "shard2")
-    assert index.loc[0, "status"] == "failed" and "NOPE not in the VCF" in index.loc[0, "reason"]
+    by_patient = index.set_index("patient_id")
+    assert by_patient["status"].to_dict() == {"P1": "ok", "P9": "failed"}
+    assert "sample 'NOPE' is not in the VCF" in by_patient.loc["P9", "reason"]
+    assert f"its samples: {', '.join(case.samples)}" in by_patient.loc["P9", "reason"]
+    assert read_shard_sequences(tmp_path / "shard2")[1]["P1"] == seqs["P1"]
 
 
 def test_bam_consensus_recovers_a_known_het_snv_and_hom_deletion(tmp_path, monkeypatch):
@@ -212,6 +217,7 @@ def test_vcf_and_bam_on_s3_are_staged_with_their_index(synthetic_case, tmp_path,
         remote = [{"patient_id": "P1", "vcf": "s3://cohort/vcf/calls.vcf.gz", "vcf_sample": "S3", "bam": ""},
                   {"patient_id": "P2", "vcf": "", "vcf_sample": "", "bam": "s3://cohort/absent.bam"}]
         index = patient_sequences_shard(remote, region, str(case.reference), SequenceParams(), tmp_path / "s3")
+        assert vcf_samples("s3://cohort/vcf/calls.vcf.gz") == case.samples  # the planning check reads S3 headers
     assert index["status"].tolist() == ["ok", "failed"]
     assert (tmp_path / "s3" / "sequences.fa").read_text() == (tmp_path / "local" / "sequences.fa").read_text()
 

@@ -111,7 +111,8 @@ class Haplotype:
         if idx + rlen <= 0:  # ends before the region (a missing genotype's first base under --missing N):
             # bcftools writes it before its buffer, so no base of the region changes, but it still blocks
             # the records that overlap it
-            self.prev_base_pos, self.prev_is_insert = (pos + rlen - 1, False) if len(alt) <= rlen else (pos, True)
+            insertion = len(alt) > rlen
+            self.prev_base_pos, self.prev_is_insert = (pos, True) if insertion else (pos + rlen - 1, False)
             self.frozen = pos + rlen - 1
             return "before region"
         if idx < 0:  # starts before the region: clip to it as bcftools does
