@@ -122,3 +122,36 @@ def test_unindexable_vcf_and_bam_fail_with_the_real_cause_and_a_fix_that_works(t
     _, seqs = read_shard_sequences(tmp_path / "after")
     for p in patients[2:]:
         assert seqs[p["patient_id"]] == seqs["good_vcf_gz" if p["vcf"] else "good_bam"], p["patient_id"]
+
+
+def test_a_bam_without_reads_on_the_genes_contig_fails_with_the_masked_fraction(tmp_path):
+    """No read on chr1 (all on chr2): the haplotype would be all N. The patient fails with the reason unless
+    bam.max_masked_fraction allows it; a BAM covering 70 % of the region passes the default 0.5."""
+    rng = random.Random(2)
+    seqs = {c: "".join(rng.choice("ACGT") for _ in range(2000)) for c in ("chr1", "chr2")}
+    reference = write_fasta(tmp_path / "ref.fa", seqs)
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": c, "LN": 2000} for c in seqs]}
+    for name, contig, span in (("other_contig", "chr2", (0, 1900)), ("partial", "chr1", (600, 1900))):
+        with pysam.AlignmentFile(str(tmp_path / f"{name}.bam"), "wb", header=header) as out:
+            for i, s in enumerate(range(span[0], span[1] - 100, 10)):
+                read = pysam.AlignedSegment(out.header)
+                read.query_name, read.reference_name, read.reference_start = f"r{i}", contig, s
+                read.mapping_quality, read.cigarstring = 60, "100M"
+                read.query_sequence = seqs[contig][s: s + 100]
+                read.query_qualities = pysam.qualitystring_to_array("I" * 100)
+                out.write(read)
+        pysam.samtools.index(str(tmp_path / f"{name}.bam"))
+    patients = [{"patient_id": n, "vcf": "", "vcf_sample": "", "bam": str(tmp_path / f"{n}.bam")}
+                for n in ("other_contig", "partial")]
+    region = Region("G", "chr1", 500, 1500)
+    index = patient_sequences_shard(patients, region, str(reference), SequenceParams(), tmp_path / "default")
+    rows = index.set_index("patient_id")
+    assert rows["status"].to_dict() == {"other_contig": "failed", "partial": "ok"}
+    assert rows.loc["other_contig", "reason"].startswith(
+        "100% of the region masked as N (1000 of 1000 bases covered by fewer than bam.min_depth=3 reads; "
+        "no read covers the region), more than gene_sequences.bam.max_masked_fraction=0.5")
+    assert 0 < int(rows.loc["partial", "masked_bases"]) < 500
+    keep_all = SequenceParams.from_config({"bam": {"max_masked_fraction": 1.0}})
+    index = patient_sequences_shard(patients, region, str(reference), keep_all, tmp_path / "keep")
+    assert (index["status"] == "ok").all()
+    assert read_shard_sequences(tmp_path / "keep")[1]["other_contig"] == ("N" * 1000, "N" * 1000)

@@ -24,7 +24,9 @@ and bcftools ``-H 2`` would leave it out of the second.
 **From a BAM** (no VCF): variants are called over the region with ``bcftools mpileup | bcftools call
 -m`` (the bcftools consensus how-to), positions covered by fewer than ``bam.min_depth`` reads (deletions
 counted) become ``N``, calls below ``bam.min_qual`` or overlapping a masked base are skipped, and the
-calls (unphased) are applied like a VCF's.
+calls (unphased) are applied like a VCF's. A patient with more than ``bam.max_masked_fraction`` of the
+region masked (e.g. a BAM without reads on the gene's contig) fails with that reason instead of an
+all-``N`` haplotype.
 
 Minus-strand regions are reverse-complemented after the variants are applied (``reverse_complement_minus``).
 Each patient's variants applied, skipped (with the reason) and missing are recorded per haplotype.
@@ -71,6 +73,7 @@ class BamParams:
     min_mapq: int = 20
     min_baseq: int = 13
     min_qual: float = 20.0  # calls with a lower QUAL are skipped
+    max_masked_fraction: float = 0.5  # a patient with more of the region masked fails (no usable haplotype)
 
 
 @dataclass(frozen=True)
@@ -438,13 +441,25 @@ def patient_sequences_shard(
             with staged(p["bam"], BAM_INDEXES) as local, tempfile.TemporaryDirectory(prefix="tessera-bam-") as tmp:
                 records, masked = call_bam(local, region, reference, params.bam, Path(tmp), shown=p["bam"])
             seqs = build_haplotypes(ref_seq, region, records, "bam", params, masked=masked)
-            results[p["patient_id"]] = (seqs, "", "bam", Path(p["bam"]).name)
+            reason = _masked_reason(seqs.masked_bases, region.length, params.bam)
+            results[p["patient_id"]] = (None if reason else seqs, reason, "bam", Path(p["bam"]).name)
         except TesseraError as e:
             results[p["patient_id"]] = (None, str(e), "bam", Path(p["bam"]).name)
         except Exception as e:  # a tool failure on one BAM must not stop the shard
             log.exception("%s: BAM consensus failed", p["patient_id"])
             results[p["patient_id"]] = (None, f"unexpected {type(e).__name__}: {e}", "bam", Path(p["bam"]).name)
     return _write_shard(patients, results, region, out_dir)
+
+
+def _masked_reason(masked_bases: int, length: int, params: BamParams) -> str:
+    """Why a haplotype with ``masked_bases`` of ``length`` masked (low coverage) is not used, or ``""``."""
+    if masked_bases <= params.max_masked_fraction * length:
+        return ""
+    cause = "no read covers the region" if masked_bases == length else "low coverage"
+    return (f"{masked_bases / length:.0%} of the region masked as N ({masked_bases} of {length} bases covered by "
+            f"fewer than bam.min_depth={params.min_depth} reads; {cause}), more than "
+            f"gene_sequences.bam.max_masked_fraction={params.max_masked_fraction}. Fix: check that the BAM covers "
+            "the gene (a targeted or another sample's BAM?), or raise bam.max_masked_fraction to keep such haplotypes")
 
 
 def _write_shard(patients: list[dict], results: dict, region: Region, out_dir: Path) -> pd.DataFrame:
