@@ -34,6 +34,7 @@ def test_demo_genomics_embeds_every_patient_with_genomic_data(tiny_cohort, tmp_p
         assert carried.get(row.patient_id, 0) == row.variant_dosage, row.patient_id
 
 
+@pytest.mark.workflow
 def test_a_vcf_sample_absent_from_its_vcf_stops_planning_before_any_job(tiny_cohort, tmp_path):
     sheet = pd.read_csv(tiny_cohort / "genomics.tsv", sep="\t", dtype=str, keep_default_na=False)
     row = sheet.index[sheet["vcf"] != ""][0]
