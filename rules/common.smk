@@ -17,7 +17,7 @@ check_config(
 )
 PLAN = plan_cohort(config)
 # Every vcf_sample against its VCF's header, once, before any job (remote jobs skip it: headers in S3).
-if workflow.is_main_process:
+if workflow.is_main_process and config.get("genomics"):
     check_vcf_samples(PLAN.genomics, config["genomics"])
 
 
