@@ -102,11 +102,10 @@ def encoders_of(config: Path) -> list[str]:
     return yaml.safe_load(config.read_text())["pathology"]["encoders"]
 
 
-def half_done_shard(workdir: Path) -> tuple[Path, str] | None:
+def half_done_shard(workdir: Path, n_encoders: int) -> tuple[Path, str] | None:
     """(feature shard directory, a finished slide) of an extraction job that has finished and kept in
     its resume cache at least one slide (every encoder of the config) but not yet written its index (still working)."""
     resume = workdir / ".tessera/resume/features"
-    n_encoders = len(encoders_of(REPO / "config" / "config.yaml"))
     for shard in sorted((workdir / "results/features/hipt256").glob("shard-*")):
         if (shard / "index.tsv").exists():
             continue
@@ -125,7 +124,7 @@ def run_killed_mid_extraction(workdir: Path, config: Path, timeout: float = 900)
                             stdout=log, stderr=subprocess.STDOUT, env=run_env(), start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
-        while (caught := half_done_shard(workdir)) is None:
+        while (caught := half_done_shard(workdir, len(encoders_of(config)))) is None:
             if proc.poll() is not None:
                 raise AssertionError(f"the run ended ({proc.returncode}) before any extraction job was caught "
                                      f"half-way: see {workdir / 'killed-run.log'}")
