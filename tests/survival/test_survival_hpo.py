@@ -77,6 +77,22 @@ def test_failed_trials_are_recorded_and_all_failing_is_an_error(tmp_path):
         H.tune(always, SPACE, n_trials=2, storage_dir=tmp_path, study_name="never", seed=0)
 
 
+def test_degenerate_trials_rank_last_and_a_degenerate_choice_is_logged(tmp_path, caplog):
+    """A trial whose model gives every patient one risk scores 0.5 by ties, which can beat real models
+    with C < 0.5 on a small inner fold: it must never be chosen silently."""
+    def objective(params):
+        degenerate = params["alpha"] > 0.1  # e.g. a penalty that zeroes every coefficient
+        return (0.5 if degenerate else 0.45 + 0.01 * params["depth"]), degenerate
+
+    out = H.tune(objective, SPACE, n_trials=6, storage_dir=tmp_path, study_name="d", seed=0)
+    assert 0 < out["n_degenerate"] < 6 and not out["best_degenerate"]
+    assert out["best_params"]["alpha"] <= 0.1 and out["best_value"] < 0.5
+    assert out["ranked_degenerate"] == sorted(out["ranked_degenerate"])  # degenerate ones after all others
+    with caplog.at_level("WARNING", logger="tessera.survival.hpo"):
+        allbad = H.tune(lambda p: (0.5, True), SPACE, n_trials=1, storage_dir=tmp_path, study_name="a", seed=0)
+    assert allbad["best_degenerate"] and "degenerate" in caplog.text
+
+
 @pytest.mark.parametrize("spec", [{"type": "float", "low": 1, "high": 0}, {"type": "float", "low": 0, "high": 1, "log": True},
                                   {"type": "categorical", "choices": []}, {"type": "normal"}])
 def test_bad_search_space_is_rejected(spec):
@@ -129,6 +145,7 @@ def test_refit_falls_back_to_the_next_best_trial_when_the_solver_fails(tmp_path,
                      n_trials=6)
     monkeypatch.setattr(experiment.H, "tune", lambda *a, **k: {
         "best_params": {"alpha": 0.01}, "ranked_params": [{"alpha": 0.01}, {"alpha": 0.05}, {"alpha": 0.5}],
+        "ranked_degenerate": [False] * 3,
         "best_value": 0.7, "n_trials": 6, "n_failed": 0, "resumed": False})
     learner, params, summary = experiment.tune_and_fit(spec, data, "s", CVSettings(), HPOSettings(str(tmp_path)),
                                                        horizon=300.0)
