@@ -104,9 +104,10 @@ def inner_cv_score(spec: ModelSpec, params: dict, train: SurvivalData, n_splits:
 
 
 def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSettings, hpo: HPOSettings, *,
-                 horizon: float, n_jobs: int = 1, bags=None, device=None):
+                 horizon: float, sampler_seed: int, n_jobs: int = 1, bags=None, device=None):
     """Tune on inner folds of ``train`` (if the spec has a search space), then fit on all of ``train``.
 
+    ``sampler_seed``: the study's own seed (see :func:`tessera.survival.hpo.sampler_seed`).
     Returns (fitted learner, parameters used, HPO summary or None).
     """
     summary, candidates = None, [{}]
@@ -116,7 +117,7 @@ def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSetting
                                   horizon=horizon, n_jobs=n_jobs, bags=bags, device=device)
 
         summary = H.tune(objective, spec.search, n_trials=spec.n_trials, storage_dir=hpo.storage_dir,
-                         study_name=study, seed=spec.seed, timeout_s=hpo.timeout_s)
+                         study_name=study, seed=sampler_seed, timeout_s=hpo.timeout_s)
         candidates = summary.pop("ranked_params")
         degenerate = summary.pop("ranked_degenerate")
     # A solver can fail on the whole training part with values that worked on its inner folds (e.g. a
@@ -152,6 +153,7 @@ def run_fold(spec: ModelSpec, data: SurvivalData, fold: Fold, frame: TimeFrame, 
     study = f"{spec.name}-{key}-r{fold.repeat}-f{fold.fold}"
     horizon = frame.fit_horizon(train.y)
     learner, params, summary = tune_and_fit(spec, train, study, cv, hpo, horizon=horizon, n_jobs=n_jobs,
+                                            sampler_seed=H.sampler_seed(spec.seed, 1 + fold.repeat, 1 + fold.fold),
                                             bags=bags, device=device)
     risk = predict_risk(learner, test)
     if constant_risk(risk):
@@ -196,4 +198,4 @@ def fit_final(spec: ModelSpec, data: SurvivalData, cv: CVSettings, ev: EvalSetti
     """The model for later use: tuned on inner folds of all patients, fitted on all of them."""
     key = _study_key(spec, cv, data, bags)
     return tune_and_fit(spec, data, f"{spec.name}-{key}-final", cv, hpo, horizon=resolve_horizon(data.y, ev.horizon_days),
-                        n_jobs=threads, bags=bags, device=device)
+                        sampler_seed=H.sampler_seed(spec.seed, 0, 0), n_jobs=threads, bags=bags, device=device)
