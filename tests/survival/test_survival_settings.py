@@ -88,6 +88,29 @@ def test_a_cohort_too_small_for_the_folds_gets_no_survival_jobs():
     assert "3 event(s), fewer than survival.cv.n_splits = 5" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], cv)
     assert "2 censored patient(s)" in cv_blocker([1] * 8 + [0, 0], cv)
     assert cv_blocker([1] * 8, cv) is None  # no censoring at all is fine
+
+
+def test_inner_folds_are_checked_when_planning_and_named_by_their_key():
+    """A tuned model needs cv.inner_splits folds, each with an event (and a censored patient when there
+    are any), inside the smallest training part; the error named cv.n_splits, in the job, after the other
+    stages had run."""
+    from tessera.survival.cv import inner_folds
+    from tessera.survival.data import make_y
+
+    cv = CVSettings(n_splits=2, inner_splits=3)
+    tuned = parse_survival_config({"models": [{"name": "c", "kind": "coxnet", "search": {
+        "alpha": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}}]}).models
+    fixed = parse_survival_config({"models": [{"name": "r", "kind": "cox_ridge"}]}).models
+    event = [1, 1, 1, 1, 0, 0]  # a training part of 2 folds keeps 2 events and 1 censored patient
+    assert cv_blocker(event, cv) is None and cv_blocker(event, cv, fixed) is None  # nothing is tuned
+    blocked = cv_blocker(event, cv, tuned)
+    assert "as few as 2 event(s) of the clinical table's 4, fewer than survival.cv.inner_splits = 3" in blocked
+    assert blocked.endswith("Fix: lower survival.cv.inner_splits (at most 2), or use a larger cohort")
+    assert "censored patient(s)" in cv_blocker([1] * 8 + [0] * 3, CVSettings(n_splits=3, inner_splits=3), tuned)
+    assert cv_blocker([1] * 9 + [0] * 9, CVSettings(n_splits=3, inner_splits=3), tuned) is None
+    assert "Fix: lower survival.cv.n_splits (at most 3)" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], CVSettings(), tuned)
+    with pytest.raises(InputError, match="field 'survival.cv.inner_splits'"):  # the job names the same key
+        next(inner_folds(make_y([5.0, 6, 7, 8], [1, 1, 0, 0]), 3, 0))
     settings = parse_survival_config({"models": [{"name": "a", "kind": "rsf"}, {"name": "b", "kind": "porpoise"}]})
     assert family_models(settings, "survival_tabular") == ["a"] and family_models(settings, "survival_deep") == ["b"]
     assert family_models(settings, "survival_tabular", active=False) == []
