@@ -64,15 +64,17 @@ def check_clinical_columns(columns, covariates: list[str] | None = None, ordinal
     unknown = [c for c in (covariates or []) if c not in available]
     if unknown:
         raise InputError(f"covariate(s) {', '.join(unknown)} not in the clinical table (it has {have})",
-                         file=source, field="survival.cohort.covariates", fix="name columns of the clinical table")
+                         file=source, field="survival.cohort.covariates",
+                         fix="name columns of the clinical table")
     unknown = [c for c, levels in (ordinal or {}).items() if levels is not None and c not in available]
     if unknown:
         first = unknown[0]
         raise InputError(
             f"ordinal column(s) {', '.join(unknown)} not in the clinical table (its covariates: {have})",
             file=source, field=f"survival.cohort.ordinal.{first}",
-            fix=f"correct the column name, or switch it off with 'survival.cohort.ordinal: {{{first}: null}}' in "
-                "your config (config/config.yaml's demo value stays merged under a --configfile)")
+            fix="correct the column name, or switch it off with "
+                f"'survival.cohort.ordinal: {{{first}: null}}' in your config "
+                "(config/config.yaml's demo value stays merged under a --configfile)")
 
 
 def check_cohort_columns(cohort: dict, clinical: pd.DataFrame, source: str) -> None:

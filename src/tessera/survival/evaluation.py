@@ -234,12 +234,14 @@ def evaluate(y: np.ndarray, results: list[FoldResult], frame: TimeFrame, setting
         "pooled": pooled_summary, "folds": fold_summary,
         "logrank": {"per_repeat": logrank, "p_median": _median_p(logrank), "n_groups": settings.n_risk_groups},
         "calibration": curves["calibration"], "per_fold": per_fold,
-        "constant_risk_folds": [{"repeat": p["repeat"], "fold": p["fold"]} for p in per_fold if p["constant_risk"]],
+        "constant_risk_folds": [{"repeat": p["repeat"], "fold": p["fold"]}
+                                for p in per_fold if p["constant_risk"]],
         "notes": list(frame.notes),
     }
-    if metrics["constant_risk_folds"]:
-        metrics["notes"].append(f"{len(metrics['constant_risk_folds'])} of {len(per_fold)} fold model(s) gave every "
-                                "test patient the same risk (no contrast; C-index 0.5 by ties): see constant_risk_folds")
+    n_constant = len(metrics["constant_risk_folds"])
+    if n_constant:
+        metrics["notes"].append(f"{n_constant} of {len(per_fold)} fold model(s) gave every test patient the "
+                                "same risk (no contrast; C-index 0.5 by ties): see constant_risk_folds")
     return _clean(metrics), curves
 
 

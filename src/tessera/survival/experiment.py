@@ -152,17 +152,18 @@ def run_fold(spec: ModelSpec, data: SurvivalData, fold: Fold, frame: TimeFrame, 
                      fix="use fewer folds or check the event column")
     study = f"{spec.name}-{key}-r{fold.repeat}-f{fold.fold}"
     horizon = frame.fit_horizon(train.y)
-    learner, params, summary = tune_and_fit(spec, train, study, cv, hpo, horizon=horizon, n_jobs=n_jobs,
-                                            sampler_seed=H.sampler_seed(spec.seed, 1 + fold.repeat, 1 + fold.fold),
-                                            bags=bags, device=device)
+    seed = H.sampler_seed(spec.seed, 1 + fold.repeat, 1 + fold.fold)
+    learner, params, summary = tune_and_fit(spec, train, study, cv, hpo, horizon=horizon, sampler_seed=seed,
+                                            n_jobs=n_jobs, bags=bags, device=device)
     risk = predict_risk(learner, test)
     if constant_risk(risk):
-        log.warning("%s repeat %d fold %d: every test patient has the same predicted risk (%g): the fold model "
-                    "has no contrast (C-index 0.5 by ties); flagged in metrics.json (per_fold.constant_risk)",
+        log.warning("%s repeat %d fold %d: every test patient has the same predicted risk (%g): the fold "
+                    "model has no contrast (C-index 0.5 by ties); flagged in metrics.json (constant_risk)",
                     spec.name, fold.repeat, fold.fold, risk[0])
     thresholds = np.quantile(predict_risk(learner, train), np.arange(1, n_risk_groups) / n_risk_groups)
     result = FoldResult(fold, risk, predict_survival(learner, test, frame.surv_times), thresholds, params, summary,
-                        history=getattr(learner, "history_", None), horizon=horizon if spec.is_classifier else None)
+                        history=getattr(learner, "history_", None),
+                        horizon=horizon if spec.is_classifier else None)
     if explain is not None:
         result.extras = explain(learner, test, fold)
     result.seconds = time.perf_counter() - start

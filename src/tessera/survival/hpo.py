@@ -114,7 +114,8 @@ def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, stor
     elif n_degenerate:
         log.info("study %s: %d degenerate trial(s) ranked last", study_name, n_degenerate)
     return {"best_params": best.params, "best_value": float(best.value), "best_degenerate": _degenerate(best),
-            "ranked_params": [t.params for t in ranked], "ranked_degenerate": [_degenerate(t) for t in ranked],
+            "ranked_params": [t.params for t in ranked],
+            "ranked_degenerate": [_degenerate(t) for t in ranked],
             "n_trials": len(study.get_trials(deepcopy=False, states=FINISHED)),
             "n_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
             "n_degenerate": n_degenerate, "resumed": done > 0}

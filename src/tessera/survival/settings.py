@@ -284,7 +284,8 @@ def cv_blocker(event, cv: CVSettings, models: list[ModelSpec] = ()) -> str | Non
     n_events = int(sum(int(e) for e in event))
     n_censored = len(event) - n_events
     if n_events == 0:
-        return "the clinical table has no events (every patient is censored). Fix: check the event column (1 = event)"
+        return ("the clinical table has no events (every patient is censored). "
+                "Fix: check the event column (1 = event)")
     fix = "Fix: lower {key} (at most {most}), or use a larger cohort"
     for what, n in (("event(s)", n_events), ("censored patient(s)", n_censored)):
         if (n or what == "event(s)") and n < cv.n_splits:
@@ -296,9 +297,9 @@ def cv_blocker(event, cv: CVSettings, models: list[ModelSpec] = ()) -> str | Non
     for what, n in (("event(s)", n_events), ("censored patient(s)", n_censored)):
         fewest = _fewest_in_training(n, cv.n_splits)
         if (n or what == "event(s)") and fewest < cv.inner_splits:
-            return (f"a training part of the {cv.n_splits} outer folds holds as few as {fewest} {what} of the "
-                    f"clinical table's {n}, fewer than survival.cv.inner_splits = {cv.inner_splits} (inner folds "
-                    f"that tune {', '.join(tuned)}). "
+            return (f"a training part of the {cv.n_splits} outer folds holds as few as {fewest} {what} of "
+                    f"the clinical table's {n}, fewer than survival.cv.inner_splits = {cv.inner_splits} "
+                    f"(inner folds that tune {', '.join(tuned)}). "
                     + fix.format(key="survival.cv.inner_splits", most=max(2, fewest)))
     return None
 

@@ -87,15 +87,16 @@ class CoxnetAtAlpha(CoxnetSurvivalAnalysis):
         self.alpha, self.path_length = alpha, path_length
 
     def _path_fit(self, X, y, start: float, n: int) -> bool:
-        self.alphas = np.geomspace(start, self.alpha, n) if start > self.alpha else np.array([float(self.alpha)])
+        path = np.geomspace(start, self.alpha, n) if start > self.alpha else [self.alpha]
+        self.alphas = np.asarray(path, dtype=float)
         super().fit(X, y)
         return bool(np.isclose(self.alphas_[-1], self.alpha, rtol=1e-12, atol=0))
 
     def fit(self, X, y) -> "CoxnetAtAlpha":
         """Fit ``X`` (n, p) on the structured ``y``; the fitted path ends at ``alpha``."""
         probe = CoxnetSurvivalAnalysis(n_alphas=2, alpha_min_ratio=0.999, l1_ratio=self.l1_ratio,
-                                       penalty_factor=self.penalty_factor, normalize=self.normalize, tol=self.tol,
-                                       max_iter=self.max_iter).fit(X, y)
+                                       penalty_factor=self.penalty_factor, normalize=self.normalize,
+                                       tol=self.tol, max_iter=self.max_iter).fit(X, y)
         self.alpha_max_ = float(probe.alphas_[0])
         if self._path_fit(X, y, self.alpha_max_, self.path_length):
             return self
