@@ -101,14 +101,19 @@ def test_inner_folds_are_checked_when_planning_and_named_by_their_key():
     tuned = parse_survival_config({"models": [{"name": "c", "kind": "coxnet", "search": {
         "alpha": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}}]}).models
     fixed = parse_survival_config({"models": [{"name": "r", "kind": "cox_ridge"}]}).models
-    event = [1, 1, 1, 1, 0, 0]  # a training part of 2 folds keeps 2 events and 1 censored patient
-    assert cv_blocker(event, cv) is None and cv_blocker(event, cv, fixed) is None  # nothing is tuned
-    blocked = cv_blocker(event, cv, tuned)
-    assert "as few as 2 event(s) of the clinical table's 4, fewer than survival.cv.inner_splits = 3" in blocked
-    assert blocked.endswith("Fix: lower survival.cv.inner_splits (at most 2), or use a larger cohort")
-    assert "censored patient(s)" in cv_blocker([1] * 8 + [0] * 3, CVSettings(n_splits=3, inner_splits=3), tuned)
-    assert cv_blocker([1] * 9 + [0] * 9, CVSettings(n_splits=3, inner_splits=3), tuned) is None
-    assert "Fix: lower survival.cv.n_splits (at most 3)" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], CVSettings(), tuned)
+    event = [1] * 6 + [0] * 8  # a training part of 2 folds keeps 3 events and 4 censored patients
+    assert cv_blocker(event, CVSettings(n_splits=2, inner_splits=4)) is None  # nothing is tuned
+    assert cv_blocker(event, CVSettings(n_splits=2, inner_splits=4), fixed) is None
+    assert cv_blocker(event, CVSettings(n_splits=2, inner_splits=3), tuned) is None
+    blocked = cv_blocker(event, CVSettings(n_splits=2, inner_splits=4), tuned)
+    assert "keeps as few as 3 of the clinical table's 6 event(s), fewer than survival.cv.inner_splits = 4" in blocked
+    assert blocked.endswith("Fix: lower survival.cv.inner_splits (at most 3), or use a larger cohort")
+    # 4 events, 2 censored: a training part keeps 1 censored patient, so no inner split can work
+    blocked = cv_blocker([1, 1, 1, 1, 0, 0], cv, tuned)
+    assert "1 of the clinical table's 2 censored patient(s)" in blocked and "survival.cv.inner_splits = 3" in blocked
+    assert blocked.endswith("Fix: give c fixed params instead of a search space, or use a larger cohort")
+    # the outer check names the class that limits the folds: 3 events but 2 censored patients
+    assert "Fix: lower survival.cv.n_splits (at most 2)" in cv_blocker([1, 1, 1, 0, 0], CVSettings(n_splits=3))
     with pytest.raises(InputError, match="field 'survival.cv.inner_splits'"):  # the job names the same key
         next(inner_folds(make_y([5.0, 6, 7, 8], [1, 1, 0, 0]), 3, 0))
     settings = parse_survival_config({"models": [{"name": "a", "kind": "rsf"}, {"name": "b", "kind": "porpoise"}]})

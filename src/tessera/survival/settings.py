@@ -286,22 +286,23 @@ def cv_blocker(event, cv: CVSettings, models: list[ModelSpec] = ()) -> str | Non
     if n_events == 0:
         return ("the clinical table has no events (every patient is censored). "
                 "Fix: check the event column (1 = event)")
-    fix = "Fix: lower {key} (at most {most}), or use a larger cohort"
-    for what, n in (("event(s)", n_events), ("censored patient(s)", n_censored)):
-        if (n or what == "event(s)") and n < cv.n_splits:
-            return (f"the clinical table has {n} {what}, fewer than survival.cv.n_splits = {cv.n_splits}. "
-                    + fix.format(key="survival.cv.n_splits", most=max(2, n)))
+    counts = {"event(s)": n_events, **({"censored patient(s)": n_censored} if n_censored else {})}
+    what, n = min(counts.items(), key=lambda kv: kv[1])
+    if n < cv.n_splits:
+        return (f"the clinical table has {n} {what}, fewer than survival.cv.n_splits = {cv.n_splits}. "
+                f"Fix: lower survival.cv.n_splits (at most {max(2, n)}), or use a larger cohort")
     tuned = [m.name for m in models if m.search]
     if not tuned:
         return None
-    for what, n in (("event(s)", n_events), ("censored patient(s)", n_censored)):
-        fewest = _fewest_in_training(n, cv.n_splits)
-        if (n or what == "event(s)") and fewest < cv.inner_splits:
-            return (f"a training part of the {cv.n_splits} outer folds holds as few as {fewest} {what} of "
-                    f"the clinical table's {n}, fewer than survival.cv.inner_splits = {cv.inner_splits} "
-                    f"(inner folds that tune {', '.join(tuned)}). "
-                    + fix.format(key="survival.cv.inner_splits", most=max(2, fewest)))
-    return None
+    kept = {k: _fewest_in_training(v, cv.n_splits) for k, v in counts.items()}
+    what, fewest = min(kept.items(), key=lambda kv: kv[1])
+    if fewest >= cv.inner_splits:
+        return None
+    fix = (f"lower survival.cv.inner_splits (at most {fewest})" if fewest >= 2 else
+           f"give {', '.join(tuned)} fixed params instead of a search space")
+    return (f"a training part of the {cv.n_splits} outer folds keeps as few as {fewest} of the clinical table's "
+            f"{counts[what]} {what}, fewer than survival.cv.inner_splits = {cv.inner_splits} (inner folds that "
+            f"tune {', '.join(tuned)}). Fix: {fix}, or use a larger cohort")
 
 
 def family_models(settings: SurvivalSettings, family: str, active: bool = True) -> list[str]:
