@@ -76,6 +76,31 @@ def test_coxnet_is_the_model_at_the_requested_penalty(load):
     assert harrell_c(yt, ours) == pytest.approx(harrell_c(yt, ref), abs=0.02)
 
 
+def test_a_coxnet_path_cut_early_is_refitted_to_the_requested_penalty(monkeypatch):
+    """The safety net: should the path start too high again (here the probe reports 50 x alpha as alpha_max,
+    the old start), the deviance-ratio rule cuts it at 5.7 x alpha and the fit is repeated in 6 steps."""
+    from tessera.survival import tabular
+
+    X, y = load_aids()
+    Xt, yt = _ours(OneHotEncoder().fit_transform(X).astype(float), y)
+    Xs = StandardScaler().fit_transform(Xt)
+
+    class HighProbe:
+        def __init__(self, **kwargs):
+            pass
+
+        def fit(self, X, y):
+            self.alphas_ = np.array([2.5, 2.4])
+            return self
+
+    monkeypatch.setattr(tabular, "CoxnetSurvivalAnalysis", HighProbe)
+    model = tabular.CoxnetAtAlpha(0.05).fit(Xs, yt)
+    assert model.alpha_max_ == 2.5 and len(model.alphas_) == tabular.COXNET_UNCUT
+    assert model.alphas_[-1] == pytest.approx(0.05, rel=1e-12)
+    direct = CoxnetSurvivalAnalysis(alphas=[0.05]).fit(Xs, yt)
+    np.testing.assert_allclose(model.predict(Xs), direct.predict(Xs), atol=5e-3)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fast_cox_loss_equals_scikit_survival_kernels(seed):
     """Loss and negative gradient equal scikit-survival's O(n²) kernels, with tied times and large scores."""
