@@ -12,6 +12,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CMU_SLIDE = REPO / "src" / "tessera" / "demo" / "data" / "CMU-1-Small-Region.svs"
+# The workflow tests on tiny cohorts run the two HIPT encoders (a patch encoder and a region encoder over
+# it, one grid group). The demo config's further encoders (kaiko-vits16) add no workflow path, only CPU
+# time (~40 % of each run's extraction): they run in the demo run below and in the encoder tests.
+TEST_ENCODERS = ["hipt256", "hipt4k"]
+
+
+def with_test_encoders(config: dict) -> dict:
+    """``config`` with pathology restricted to :data:`TEST_ENCODERS` (and their weights)."""
+    pathology = config["pathology"]
+    pathology["encoders"] = list(TEST_ENCODERS)
+    pathology["weights"] = {name: pathology["weights"][name] for name in TEST_ENCODERS}
+    return config
 
 
 def pytest_configure(config) -> None:
@@ -52,11 +64,14 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
     return proc
 
 
-def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
-    """Write a config file for ``cohort`` into ``workdir`` (repo defaults plus ``overrides``); return it."""
+def cohort_config(cohort: Path, workdir: Path, all_encoders: bool = False, **overrides) -> Path:
+    """Write a config file for ``cohort`` into ``workdir`` (repo defaults, with :data:`TEST_ENCODERS` unless
+    ``all_encoders``, plus ``overrides``); return it."""
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    if not all_encoders:
+        with_test_encoders(config)
     config.update(
         slides=str(cohort / "slides.tsv"), clinical=str(cohort / "clinical.tsv"), genomics=str(cohort / "genomics.tsv"),
         reference=str(cohort / "reference.fa"), annotation=str(cohort / "genes.gtf"), n_shards=3,
@@ -83,7 +98,7 @@ def demo_run(tmp_path_factory, demo_cohort) -> tuple[Path, Path]:
     again). Returns (working directory, cohort directory)."""
     work = tmp_path_factory.mktemp("demo-run") / "work"
     work.mkdir()
-    config = cohort_config(demo_cohort, work, n_shards=4)
+    config = cohort_config(demo_cohort, work, all_encoders=True, n_shards=4)
     run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
     return work, demo_cohort
 
