@@ -26,6 +26,7 @@ their AUROC), but still get a prediction.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -60,7 +61,8 @@ DEFAULTS: dict[str, dict] = {
     "rf_classifier": {"n_estimators": 500, "min_samples_leaf": 5, "max_features": "sqrt"},
 }
 _SEEDED = ("rsf", "gbsa", "svm", "logistic", "rf_classifier")
-COXNET_PATH = 10  # penalties on Coxnet's warm-start path
+COXNET_PATH = 10  # penalties on Coxnet's warm-start path (at least)
+COXNET_STEP = 50 ** (1 / 9)  # largest ratio of neighbouring penalties on it (more penalties on longer paths)
 COXNET_UNCUT = 6  # scikit-survival's deviance-ratio rule stops a path only after its 6th penalty
 _THREADED = ("rsf", "rf_classifier")
 
@@ -69,7 +71,8 @@ class CoxnetAtAlpha(CoxnetSurvivalAnalysis):
     """``CoxnetSurvivalAnalysis`` fitted at one penalty ``alpha``, reached along a warm-started path.
 
     A cold start at a small penalty often fails to converge on wide tables ("weights are too large"),
-    so the fit follows ``path_length`` geometric steps down to ``alpha``, as glmnet does. The path starts
+    so the fit follows geometric steps down to ``alpha``, as glmnet does: ``path_length`` of them, or more
+    where needed to keep neighbouring penalties within a factor ``COXNET_STEP`` (1.54). The path starts
     at ``alpha_max`` (the smallest penalty at which every coefficient is zero; from a two-point
     scikit-survival path): started higher, the deviance does not change over the first steps and
     scikit-survival's deviance-ratio rule ends the path there, leaving a model with no coefficients
@@ -98,7 +101,8 @@ class CoxnetAtAlpha(CoxnetSurvivalAnalysis):
                                        penalty_factor=self.penalty_factor, normalize=self.normalize,
                                        tol=self.tol, max_iter=self.max_iter).fit(X, y)
         self.alpha_max_ = float(probe.alphas_[0])
-        if self._path_fit(X, y, self.alpha_max_, self.path_length):
+        steps = 1 + math.ceil(math.log(max(self.alpha_max_ / self.alpha, 1.0), COXNET_STEP))
+        if self._path_fit(X, y, self.alpha_max_, max(self.path_length, steps)):
             return self
         cut_at = float(self.alphas_[-1])
         if self._path_fit(X, y, self.alpha_max_, COXNET_UNCUT):
