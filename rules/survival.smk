@@ -21,7 +21,9 @@ SURVIVAL = parse_survival_config(
     config.get("survival", {}),
     file="config (merged from config/config.yaml and --configfile/--config)",
 )
-check_cohort_columns(SURVIVAL.cohort, PLAN.clinical, config["clinical"])
+# Without a clinical table (clinical: null) there is no survival stage, so no columns to check.
+if config["clinical"] is not None:
+    check_cohort_columns(SURVIVAL.cohort, PLAN.clinical, config["clinical"])
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
 SURVIVAL_SHARED = {k: v for k, v in config.get("survival", {}).items() if k != "models"}
 # A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
