@@ -46,7 +46,7 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setattr(devices, "_nvidia_smi_count", lambda: 0)
     yield
     while devices._held:
-        os.close(devices._held.pop())
+        os.close(devices._held.popitem()[1])
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,35 @@ def test_a_killed_jobs_gpu_is_released(tmp_path):
     finally:
         holder.kill()
         while devices._held:
-            os.close(devices._held.pop())
+            os.close(devices._held.popitem()[1])
+
+
+# A GPU job that forks a child (as DataLoader workers are forked) which outlives it; it writes the child's PID.
+JOB_FORKS = """
+import os, sys, time
+from tessera.devices import pin_gpu
+pin_gpu()
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+open(sys.argv[1], "w").write(str(child))
+"""
+
+
+def test_a_child_that_outlives_its_job_does_not_keep_the_gpu(tmp_path):
+    env = _env(tmp_path, TESSERA_GPU_COUNT="1")
+    pid_file = tmp_path / "child.pid"
+    subprocess.run([sys.executable, "-c", JOB_FORKS, str(pid_file)], env=env, check=True, timeout=60,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = int(pid_file.read_text())
+    try:
+        os.kill(child, 0)  # the job has ended, its child still runs
+        assert devices.acquire_gpu(["0"], tmp_path / "locks", timeout_s=0) == "0"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        while devices._held:
+            os.close(devices._held.popitem()[1])
 
 
 @pytest.mark.gpu
