@@ -2,18 +2,14 @@
 
 Snakemake only counts ``resources: gpu=1`` and never pins a device (snakemake#281), so two GPU
 jobs would both land on GPU 0. :func:`pin_gpu` gives each job its own GPU: it takes an exclusive
-POSIX record lock (``fcntl``/``lockf``) on ``{lock_dir}/gpu-{id}.lock`` for the first free GPU and
-holds it for the rest of the process. The chosen GPU is exported as ``CUDA_VISIBLE_DEVICES`` before
-CUDA is initialised, so the job (and the programs it starts) see exactly one device.
+lock (:mod:`tessera.locks`) on ``{lock_dir}/gpu-{id}.lock`` for the first free GPU and holds it for
+the rest of the process. The chosen GPU is exported as ``CUDA_VISIBLE_DEVICES`` before CUDA is
+initialised, so the job (and the programs it starts) see exactly one device.
 
-The lock is released exactly when the job's process ends, however it ends (exit, crash, SIGKILL). A
-record lock belongs to the process that took it, not to the open file: children do not inherit it,
-so a DataLoader worker or any other child forked by the job that outlives it (forked workers take a
-few seconds to notice their parent died) never keeps the device locked. (``flock`` did: its lock
-belongs to the open file, which forked children share.) What the lock does not cover: a program the
+The lock is released exactly when the job's process ends, however it ends (exit, crash, SIGKILL); a
+DataLoader worker or any other child forked by the job that outlives it (forked workers take a few
+seconds to notice their parent died) does not hold it. What the lock does not cover: a program the
 job started that goes on using the GPU after the job ended — the device counts as free while it runs.
-The lock is also dropped if the process closes *any* descriptor of the lock file, so each lock file
-is opened once per process (:data:`_held`).
 
 Which GPUs a job may use (:func:`host_gpus`):
 
@@ -39,8 +35,6 @@ run holds.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import re
@@ -51,9 +45,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from tessera import locks
 
-_held: dict[Path, int] = {}  # lock file → descriptor of each held lock, open for the process lifetime
+log = logging.getLogger(__name__)
 
 
 def default_lock_dir() -> Path:
@@ -104,23 +98,6 @@ def visible_gpu_count() -> int:
     return len(host_gpus())
 
 
-def _open_lock(path: Path) -> int:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another user's lock file in a sticky directory (fs.protected_regular refuses O_CREAT)
-        try:
-            return os.open(path, os.O_RDWR)
-        except PermissionError:
-            raise PermissionError(f"cannot open the GPU lock {path} for writing (an exclusive lock needs it). Fix: "
-                                  f"its owner runs chmod 666 {path}, or set TESSERA_GPU_LOCK_DIR to a directory "
-                                  "every user of these GPUs may write") from None
-    try:
-        os.fchmod(fd, 0o666)  # let other users' jobs lock it as well
-    except OSError:
-        pass
-    return fd
-
-
 def _lock_dir_ready(lock_dir: Path) -> None:
     if not lock_dir.is_dir():
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -154,24 +131,9 @@ def acquire_gpu(
     deadline = time.monotonic() + timeout_s
     while True:
         for gpu in gpus:
-            path = Path(os.path.abspath(lock_dir / _lock_name(gpu)))
-            if path in _held:  # ours already (opening it again and closing that would drop the lock)
-                continue
-            fd = _open_lock(path)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                os.close(fd)
-                if e.errno in (errno.EACCES, errno.EAGAIN):  # another process holds it
-                    continue
-                raise
-            try:  # who holds it, for a person looking at the lock directory
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-            except OSError:
-                pass
-            _held[path] = fd
-            return gpu
+            path = lock_dir / _lock_name(gpu)
+            if not locks.holds(path) and locks.try_lock(path):
+                return gpu
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no free GPU among {list(gpus)} after {timeout_s:.0f} s (locks in {lock_dir})")
         time.sleep(poll_s)
