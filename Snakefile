@@ -6,8 +6,6 @@ Run:  snakemake --profile profiles/local            (demo cohort, config/config.
 
 from snakemake.utils import min_version
 
-from tessera.runsummary import StageIndex, failure_summary
-
 min_version("9.0")
 
 
@@ -54,41 +52,9 @@ rule all:
         "results/manifest.json",
 
 
-def report_failures(log):
-    """At the end of a run: per stage, the slides or patients that failed, by reason, and the index."""
-    stages = [
-        StageIndex(
-            "slides", "slides", ("results/qc/slides.tsv",), "results/qc/slides.tsv"
-        )
-    ]
-    for encoder in PATHOLOGY_ENCODERS:
-        pattern = f"results/features/{encoder}/shard-{{shard}}/index.tsv"
-        stages.append(
-            StageIndex(
-                f"features {encoder}",
-                "slides",
-                tuple(shard_dirs(pattern, PLAN.slide_shards)),
-                pattern.replace("{shard}", "*"),
-            )
-        )
-    for gene in GENES:
-        pattern = f"results/genomics/sequences/{gene}/shard-{{shard}}/index.tsv"
-        stages.append(
-            StageIndex(
-                f"sequences {gene}",
-                "patients",
-                tuple(shard_dirs(pattern, PLAN.genomics_shards)),
-                pattern.replace("{shard}", "*"),
-            )
-        )
-    lines, failed = failure_summary(stages)
-    for line in ["Failed slides and patients (later stages skip them):", *lines]:
-        (logger.warning if failed else logger.info)(line)
-
-
 onsuccess:
-    report_failures(log)
+    report_failures()
 
 
 onerror:
-    report_failures(log)
+    report_failures()
