@@ -54,3 +54,11 @@ rule all:
     input:
         RESULTS,
         "results/manifest.json",
+
+
+onsuccess:
+    report_failures()
+
+
+onerror:
+    report_failures()

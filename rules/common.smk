@@ -17,6 +17,7 @@ from tessera.config import (
 from tessera.genomics.inputs import check_vcf_samples
 from tessera.plan import plan_cohort
 from tessera.remote import check_remote_inputs, tracked_files
+from tessera.runsummary import StageIndex, failure_summary
 from tessera.survival.settings import family_outputs
 
 # Every schema problem of the merged config, one line each with the file that set it, before
@@ -195,3 +196,36 @@ def survival_item(path, caption, subcategory, label):
         subcategory=subcategory,
         labels={"result": label},
     )
+
+
+def report_failures():
+    """At the end of a run (Snakefile onsuccess/onerror): per stage, the slides or patients
+    that failed, by reason, and where the index is."""
+    stages = [
+        StageIndex(
+            "slides", "slides", ("results/qc/slides.tsv",), "results/qc/slides.tsv"
+        )
+    ]
+    for encoder in PATHOLOGY_ENCODERS:
+        pattern = f"results/features/{encoder}/shard-{{shard}}/index.tsv"
+        stages.append(
+            StageIndex(
+                f"features {encoder}",
+                "slides",
+                tuple(shard_dirs(pattern, PLAN.slide_shards)),
+                pattern.replace("{shard}", "*"),
+            )
+        )
+    for gene in GENES:
+        pattern = f"results/genomics/sequences/{gene}/shard-{{shard}}/index.tsv"
+        stages.append(
+            StageIndex(
+                f"sequences {gene}",
+                "patients",
+                tuple(shard_dirs(pattern, PLAN.genomics_shards)),
+                pattern.replace("{shard}", "*"),
+            )
+        )
+    lines, failed = failure_summary(stages)
+    for line in ["Failed slides and patients (later stages skip them):", *lines]:
+        (logger.warning if failed else logger.info)(line)

@@ -29,7 +29,9 @@ def test_slide_stage_records_a_missing_slide_and_reruns_only_the_changed_shard(t
     missing = {"slide_id": "P003-S9", "patient_id": "P003", "path": str(tmp_path / "lost.svs"), "mpp": ""}
     sheet = write_sheet(tiny_cohort, tmp_path, [missing])
     config = cohort_config(tiny_cohort, tmp_path, slides=str(sheet))
-    run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", "results/qc/slides.tsv")
+    run = run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", "results/qc/slides.tsv")
+    # the end of the run says what failed, not only "100% done"
+    assert "slides: 1 of 8 slides failed (1 patient); index: results/qc/slides.tsv" in run.stdout + run.stderr
 
     qc = pd.read_csv(tmp_path / "results/qc/slides.tsv", sep="\t", keep_default_na=False).set_index("slide_id")
     assert len(qc) == 8 and (qc.drop(index="P003-S9")["status"] == "ok").all()
