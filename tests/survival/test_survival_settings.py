@@ -57,8 +57,10 @@ def test_schema_rejects(config, bad):
 @pytest.mark.parametrize("models, message", [
     ([{"name": "a", "kind": "rsf"}, {"name": "a", "kind": "gbsa"}], "model name 'a' is used twice"),
     ([{"name": "a", "kind": "rsf", "modalities": ["genomics"]}], "not in survival.cohort.modalities"),
-    ([{"name": "a", "kind": "rsf", "encoder": "hipt256"}], "only the porpoise kind reads instance embeddings"),
+    ([{"name": "a", "kind": "rsf", "encoder": "hipt256"}], "only the deep kinds"),
     ([{"name": "a", "kind": "porpoise", "params": {"learning_rate": 1}}], "unknown porpoise parameter"),
+    ([{"name": "a", "kind": "hipt_gp", "params": {"heads": 4}, "encoder": "hipt4k"}], "unknown hipt_gp parameter"),
+    ([{"name": "a", "kind": "hipt_gp"}], "hipt_gp model needs the encoder of its region features"),
     ([{"name": "a/b", "kind": "rsf"}], "model name 'a/b' is not valid"),
     ([{"name": "a", "kind": "rsf", "pca": {"radiology": 4}}], "PCA for unknown modality"),
     ([{"name": "a", "kind": "coxnet", "modalities": []}], "needs at least one modality"),

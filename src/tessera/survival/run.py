@@ -38,6 +38,7 @@ from tessera.survival.data import SurvivalData
 from tessera.survival.evaluation import evaluate, oof_table
 from tessera.survival.experiment import fit_final, run_cv
 from tessera.survival.settings import (
+    DEEP_KINDS,
     SURVIVAL_FUNCTION_KINDS,
     CVSettings,
     EvalSettings,
@@ -104,7 +105,7 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
     start = time.perf_counter()
     data = data.select(spec.modalities)
     explainer = None
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
         explain = explain or {}
         explainer = E.FoldExplainer(attention=explain.get("attention", True),
                                     integrated_gradients=explain.get("integrated_gradients", True),
@@ -146,7 +147,7 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
             _not_available(out, "calibration", title, f"horizon {run.frame.horizon:g} d beyond the guarded follow-up",
                            ["group", "n", "predicted", "observed", "observed_lower", "observed_upper"])
 
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
         histories = [(f"r{r.fold.repeat} f{r.fold.fold}", r.history) for r in run.results if r.history]
         plots.training(histories, title, out / "training.png")
         attention = E.collect(run.results, "attention")
@@ -168,7 +169,7 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
     write_text(out / "MODEL.md", MODEL_NOTE_NONE.format(name=spec.name))
     if final_model:
         learner, params, summary = fit_final(spec, data, cv, ev, hpo, threads=threads, bags=bags, device=device)
-        if spec.kind == "porpoise":
+        if spec.kind in DEEP_KINDS:
             learner.save(out / "model.safetensors")
             how, file = SAFETENSORS_HOW, "model.safetensors"
         else:
@@ -263,7 +264,7 @@ def run_model_job(model: dict, survival: dict, table: str | os.PathLike, out_dir
     settings = parse_survival_config({**survival, "models": [model]})
     spec = settings.models[0]
     bags = device = None
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
         import torch
 
         from tessera.devices import torch_device
@@ -271,7 +272,7 @@ def run_model_job(model: dict, survival: dict, table: str | os.PathLike, out_dir
         from tessera.survival.settings import PorpoiseParams
 
         torch.set_num_threads(max(1, threads))
-        device = torch_device(PorpoiseParams.from_dict(spec.params).device)
+        device = torch_device(PorpoiseParams.from_dict(spec.params, spec.kind).device)
         log.info("%s computes on %s with %d CPU thread(s)", spec.name, device, threads)
         if spec.encoder is not None:
             bags = BagStore(feature_index, qc, workdir=workdir)
