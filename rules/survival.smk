@@ -21,11 +21,29 @@ SURVIVAL = parse_survival_config(
     file="config (merged from config/config.yaml and --configfile/--config)",
 )
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
-SURVIVAL_SHARED = {k: v for k, v in config.get("survival", {}).items() if k != "models"}
+# (the heatmap keys are read by survival_heatmaps alone: changing them redraws, never retrains)
+SURVIVAL_SHARED = {
+    k: v
+    for k, v in config.get("survival", {}).items()
+    if k not in ("models", "explain")
+}
+SURVIVAL_SHARED["explain"] = {
+    k: v for k, v in SURVIVAL.explain.items() if not k.startswith("heatmap_")
+}
 # A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
 SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv)
 SURVIVAL_ACTIVE = bool(SURVIVAL.models) and SURVIVAL_BLOCKED is None
-SURVIVAL_TARGETS = ["results/models/summary.tsv"] if SURVIVAL_ACTIVE else []
+SURVIVAL_TARGETS = (
+    [
+        "results/models/summary.tsv",
+        *expand(
+            "results/models/{model}/heatmaps.tsv",
+            model=family_models(SURVIVAL, "survival_deep"),
+        ),
+    ]
+    if SURVIVAL_ACTIVE
+    else []
+)
 if SURVIVAL.models and SURVIVAL_BLOCKED:
     logger.warning(
         f"tessera: no survival models in this run: {SURVIVAL_BLOCKED}. "
@@ -158,3 +176,42 @@ rule survival_summary:
         mem_mb=2048,
     script:
         "../scripts/survival_summary.py"
+
+
+rule survival_heatmaps:
+    input:
+        attention="results/models/{model}/attention.parquet",
+        oof="results/models/{model}/oof_predictions.tsv",
+        slides=config["slides"],
+    output:
+        heatmaps=report(
+            directory("results/models/{model}/heatmaps"),
+            patterns=["{slide_id}.png"],
+            caption="../report/survival/heatmap.rst",
+            category="Survival",
+            subcategory="{model} attention heatmaps",
+            labels={"model": "{model}", "slide": "{slide_id}"},
+        ),
+        index=report(
+            "results/models/{model}/heatmaps.tsv",
+            caption="../report/survival/heatmaps_index.rst",
+            category="Survival",
+            subcategory="{model}",
+            labels={"model": "{model}", "result": "attention heatmaps (index)"},
+        ),
+    log:
+        "logs/survival/{model}-heatmaps.log",
+    benchmark:
+        "logs/benchmarks/survival/{model}-heatmaps.tsv"
+    wildcard_constraints:
+        model=name_constraint(family_models(SURVIVAL, "survival_deep", SURVIVAL_ACTIVE)),
+    conda:
+        "../envs/explain.yaml"
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        n_slides=SURVIVAL.explain.get("heatmap_slides", 8),
+        thumbnail_px=SURVIVAL.explain.get("heatmap_px", 1024),
+    script:
+        "../scripts/survival_heatmaps.py"

@@ -282,7 +282,8 @@ def test_changing_a_patching_parameter_reruns_patching_and_everything_downstream
     assert jobs == {"patch_slides": slide_shards, "extract_features": slide_shards, "slides_qc": 1,
                     "collect_features": 2, "explain_sample": slide_shards, "explain_fit": 1,
                     "explain_assign": slide_shards, "explain_report": 1, "survival_cohort": 1,
-                    "survival_tabular": 3, "survival_deep": 1, "survival_summary": 1, "manifest": 1}
+                    "survival_tabular": 3, "survival_deep": 1, "survival_heatmaps": 1, "survival_summary": 1,
+                    "manifest": 1}
     assert not GENOMIC_RULES & set(jobs)
 
 
@@ -324,8 +325,8 @@ def test_adding_a_slide_recomputes_its_shard_and_the_cohort_aggregates_only(runs
     slide_shards = len(list((a / "results/slides").glob("shard-*")))
     # the new slide's shard: patching, features, the explain sample; cohort level: QC index, feature
     # tables, k-means (so every shard's cluster assignment), the explain report, the survival cohort
-    # table, every model and the summary, the manifest
+    # table, every model (and the deep one's heatmaps: the slide sheet changed) and the summary, the manifest
     assert jobs == {"patch_slides": 1, "extract_features": 1, "slides_qc": 1, "collect_features": 2,
                     "explain_sample": 1, "explain_fit": 1, "explain_assign": slide_shards, "explain_report": 1,
-                    "survival_cohort": 1, "survival_tabular": 3, "survival_deep": 1, "survival_summary": 1,
-                    "manifest": 1}
+                    "survival_cohort": 1, "survival_tabular": 3, "survival_deep": 1, "survival_heatmaps": 1,
+                    "survival_summary": 1, "manifest": 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tessera.errors import InputError
 from tessera.explain import pseudonyms
+from tessera.survival.settings import DEEP_KINDS
 
 
 def check_config(config: dict, file: str = "config") -> None:
@@ -37,6 +38,13 @@ def check_config(config: dict, file: str = "config") -> None:
         raise InputError(
             f"explain.model {e['model']!r} is not one of survival.models ({', '.join(map(str, models)) or 'none'})",
             file=file, field="explain.model", fix="name the survival model whose out-of-fold risk the report explains",
+        )
+    deep = [m.get("name") for m in config.get("survival", {}).get("models", []) if m.get("kind") in DEEP_KINDS]
+    if e.get("attention_model") and e["attention_model"] not in deep:
+        raise InputError(
+            f"explain.attention_model {e['attention_model']!r} is not a deep model of survival.models "
+            f"({', '.join(map(str, deep)) or 'none'})", file=file, field="explain.attention_model",
+            fix=f"name a model of kind {' or '.join(DEEP_KINDS)} (its attention is drawn), or null",
         )
     encoders = config.get("pathology", {}).get("encoders", [])
     survival = config.get("survival", {})
