@@ -148,6 +148,15 @@ rule survival_deep:
     params:
         model=lambda wc: SURVIVAL_ENTRIES[wc.model],
         survival=SURVIVAL_SHARED,
+        # hipt_lgp starts from the pathology stage's ViT-4K (None for the other deep kinds)
+        vit4k=lambda wc: (
+            {
+                "weights": config["pathology"]["weights"].get("hipt4k"),
+                "seed": config["pathology"].get("random_seed", 0),
+            }
+            if SURVIVAL_ENTRIES[wc.model]["kind"] == "hipt_lgp"
+            else None
+        ),
     script:
         "../scripts/survival_model.py"
 

@@ -39,6 +39,17 @@ def check_config(config: dict, file: str = "config") -> None:
             f"explain.model {e['model']!r} is not one of survival.models ({', '.join(map(str, models)) or 'none'})",
             file=file, field="explain.model", fix="name the survival model whose out-of-fold risk the report explains",
         )
+    for m in config.get("survival", {}).get("models", []):
+        if m.get("kind") != "hipt_lgp":
+            continue
+        where = f"survival.models[{m.get('name')}]"
+        if m.get("encoder") != "hipt4k":
+            raise InputError(f"{where} (hipt_lgp) reads encoder {m.get('encoder')!r}", file=file, field=f"{where}.encoder",
+                             fix="set encoder: hipt4k (hipt_lgp fine-tunes HIPT's ViT-4K on its regions' token grids)")
+        if not config.get("pathology", {}).get("region_tokens", False):
+            raise InputError(f"{where} (hipt_lgp) needs each region's grid of patch tokens, which the pathology stage "
+                             "does not store", file=file, field="pathology.region_tokens",
+                             fix="set pathology.region_tokens: true (192 KiB per region; see config/README.md)")
     deep = [m.get("name") for m in config.get("survival", {}).get("models", []) if m.get("kind") in DEEP_KINDS]
     if e.get("attention_model") and e["attention_model"] not in deep:
         raise InputError(

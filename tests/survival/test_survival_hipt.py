@@ -1,5 +1,6 @@
 """HIPT's slide-level survival models: parameter names, counts and outputs equal to the official modules
-(golden fixture from tests/reference/make_hipt_fixtures.py), padded bags, training through the porpoise loop."""
+(golden fixture from tests/reference/make_hipt_fixtures.py), padded bags, training through the porpoise loop,
+hipt_lgp on token-grid bags."""
 
 import json
 import sys
@@ -10,10 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-from tessera.survival.bags import Bag
-from tessera.survival.data import make_y
-from tessera.survival.hipt import HIPTGlobalNet, HIPTGPModel
+from tessera.h5 import write_h5
+from tessera.pathology.encoders.hipt import hipt_vit4k
+from tessera.survival.bags import Bag, BagStore
+from tessera.survival.cv import outer_folds
+from tessera.survival.data import SurvivalData, make_y
+from tessera.survival.evaluation import time_frame
+from tessera.survival.experiment import run_fold
+from tessera.survival.hipt import HIPTGlobalNet, HIPTGPModel, HIPTLGPModel, HIPTLocalGlobalNet
 from tessera.survival.metrics import harrell_c
+from tessera.survival.settings import CVSettings, EvalSettings, HPOSettings, ModelSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
 from make_hipt_fixtures import GP_REGIONS, fill, pattern  # noqa: E402
@@ -99,3 +106,69 @@ def test_hipt_gp_fuses_with_the_snn_and_finds_a_region_signal():
     model = HIPTGPModel({"epochs": 15, "lr": 1e-3, "batch_size": 16}, bags=RegionBags(frac), device=CPU)
     model.fit(X, y, ids)
     assert harrell_c(y, model.predict_risk(X, ids)) > 0.75
+
+
+def test_hipt_lgp_has_the_official_parameters_and_forward():
+    """local_vit (HIPT's ViT-4K) + the global level: names, count and eval outputs of HIPT_LGP_FC. The official
+    input is each region's 256 row-major ViT-256 tokens; ours the same tokens as a 16 x 16 grid."""
+    ref = OFFICIAL["hipt_lgp"]
+    net = HIPTLocalGlobalNet(hipt_vit4k(), tab_dim=0, n_bins=4).eval()
+    assert sum(p.numel() for p in net.parameters()) == ref["n_parameters"] == 3_376_901
+    _load_official_weights(net, ref["names"])
+    x256 = pattern(tuple(ref["input_shape"]), 2, 2.0)  # (M, 256, 384)
+    m = len(x256)
+    tokens, grid = x256.reshape(1, m, 16, 16, 384), torch.full((1, m, 2), 16)
+    with torch.no_grad():
+        logits, attention = net((tokens, grid), torch.ones(1, m, dtype=torch.bool), None)
+    torch.testing.assert_close(logits[0], torch.tensor(ref["logits"]), rtol=0, atol=2e-6)
+    torch.testing.assert_close(attention[0], torch.tensor(ref["attention"]), rtol=0, atol=2e-7)
+
+
+def _token_cohort(root: Path, n: int = 16, seed: int = 0) -> tuple[BagStore, SurvivalData]:
+    """Feature files with token grids as the pathology stage writes them (pathology.region_tokens): 1-3
+    border regions of 4 x 4 or 3 x 4 patches per patient (the rest of the 16 x 16 grid zero), 384-d tokens."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        m = 1 + i % 3
+        shape = np.array([[4, 4] if r % 2 == 0 else [3, 4] for r in range(m)])
+        tokens = np.zeros((m, 16, 16, 384), np.float16)
+        for r, (h, w) in enumerate(shape):
+            tokens[r, :h, :w] = rng.normal(0, 1, (h, w, 384))
+        rel = f"feats/P{i:02d}.h5"
+        write_h5(root / rel, {"coords": np.stack([np.arange(m) * 8192, np.zeros(m)], 1).astype(np.int64),
+                              "features": np.zeros((m, 192), np.float32), "tokens": tokens, "token_grid": shape},
+                 {"patch_size_level0": 8192})
+        rows.append({"slide_id": f"S{i:02d}", "patient_id": f"P{i:02d}", "path": rel, "n": m, "dim": 192})
+    pd.DataFrame(rows).to_csv(root / "index.tsv", sep="\t", index=False)
+    y = make_y(rng.uniform(100, 3000, n), np.arange(n) % 4 != 0)
+    return (BagStore(root / "index.tsv", workdir=root, dataset="tokens"),
+            SurvivalData(np.array([r["patient_id"] for r in rows]), pd.DataFrame(index=range(n)), y))
+
+
+def test_hipt_lgp_fine_tunes_the_vit4k_on_token_bags_reproducibly_and_without_the_test_outcomes(tmp_path):
+    bags, data = _token_cohort(tmp_path)
+    bag = bags.get("P02")
+    assert bags.dim == 384 and bag.features.shape == (3, 16, 16, 384) and bag.grid[1].tolist() == [3, 4]
+    params = {"epochs": 2, "lr": 1e-3, "batch_size": 8, "n_bins": 2, "vit4k_seed": 3}
+    start = HIPTLGPModel(params, bags=bags, device=CPU)._local_vit().state_dict()
+    fits = [HIPTLGPModel(params, bags=bags, seed=s, device=CPU).fit(data.X, data.y, data.patient_id) for s in (1, 1)]
+    a, b = (f.net_.state_dict() for f in fits)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical CPU reruns
+    assert not torch.equal(a["local_vit.blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])  # fine-tuned
+    frozen = HIPTLGPModel({**params, "freeze_4k": True}, bags=bags, device=CPU).fit(data.X, data.y, data.patient_id)
+    assert all(torch.equal(frozen.net_.state_dict()[f"local_vit.{k}"], v) for k, v in start.items())
+    att = fits[0].attention(data.X, data.patient_id)
+    assert len(att) == sum(len(bags.get(p)) for p in data.patient_id) and (att["size_level0"] == 8192).all()
+
+    # the scrambled-test-outcome test (as for porpoise and hipt_gp in test_survival_porpoise.py)
+    spec = ModelSpec("lgp", "hipt_lgp", params={**params, "early_stopping": {"validation_fraction": 0.25,
+                                                                              "patience": 1}}, encoder="hipt4k")
+    fold = outer_folds(data.y, 2, 1, 0)[0]
+    y2 = data.y.copy()
+    y2["time"][fold.test] = y2["time"][fold.test][::-1] * 1.7
+    y2["event"][fold.test] = ~y2["event"][fold.test]
+    frame = time_frame(data.y, [fold], EvalSettings())
+    risks = [run_fold(spec, d, fold, frame, CVSettings(), HPOSettings(str(tmp_path / "hpo")), "k", 2, bags=bags,
+                      device=CPU).risk for d in (data, SurvivalData(data.patient_id, data.X, y2))]
+    assert np.array_equal(risks[0], risks[1])

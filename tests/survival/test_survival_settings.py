@@ -43,7 +43,9 @@ def test_schema_defaults_agree_with_the_code(config):
     assert EvalSettings.from_config(_defaults(survival["evaluation"])) == EvalSettings()
     assert set(survival["models"]["items"]["properties"]["kind"]["enum"]) == set(KINDS)
     settings = parse_survival_config(config["survival"])
-    assert {m.kind for m in settings.models} == set(KINDS)  # the demo config exercises every kind
+    # the demo config exercises every kind but hipt_lgp (fine-tuning the ViT-4K takes a GPU: config/README.md;
+    # test_survival_workflow runs it through the workflow)
+    assert {m.kind for m in settings.models} == set(KINDS) - {"hipt_lgp"}
 
 
 @pytest.mark.parametrize("bad", [{"cv": {"n_splits": 1}}, {"cohort": {"missing": "guess"}},

@@ -45,10 +45,10 @@ class CVRun:
 def make_learner(spec: ModelSpec, params: dict, *, horizon: float, n_jobs: int = 1, bags=None, device=None):
     """A fresh, unfitted learner of ``spec.kind`` with ``params`` (tuned values already merged in)."""
     if spec.kind in DEEP_KINDS:
-        from tessera.survival.hipt import HIPTGPModel
+        from tessera.survival.hipt import HIPTGPModel, HIPTLGPModel
         from tessera.survival.porpoise import PorpoiseModel
 
-        learner = {"porpoise": PorpoiseModel, "hipt_gp": HIPTGPModel}[spec.kind]
+        learner = {"porpoise": PorpoiseModel, "hipt_gp": HIPTGPModel, "hipt_lgp": HIPTLGPModel}[spec.kind]
         return learner({"pca": spec.pca, **params}, bags=bags, seed=spec.seed, device=device)
     return TabularModel(spec.kind, params, pca=spec.pca, horizon=horizon, seed=spec.seed, n_jobs=n_jobs)
 

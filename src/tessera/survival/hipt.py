@@ -10,6 +10,14 @@ mahmoodlab/HIPT (``2-Weakly-Supervised-Subtyping/models/model_hierarchical_mil.p
   feed-forward 192, dropout, ReLU, post-norm, fed sequence-first: the regions attend to each other);
   ``global_attn_pool``, gated attention (tanh ⊙ sigmoid, 192 → 192 → 1) softmax-pooled over the
   regions; ``global_rho`` (Linear 192→192, ReLU, Dropout); ``classifier`` (Linear → n_bins logits).
+* ``hipt_lgp`` (HIPT_LGP_FC): the same global level fed by ``local_vit``, HIPT's ViT-4K itself
+  (:class:`tessera.pathology.encoders.hipt.RegionViT`, 384 → 192, 6 blocks), run on each region's grid
+  of ViT-256 tokens (M, 16, 16, 384) — stored by the pathology stage with ``pathology.region_tokens`` —
+  and fine-tuned with the rest (``freeze_4k``: kept as loaded, as the official ``freeze_4k``). It starts
+  from the ViT-4K weights that made the pathology stage's ``hipt4k`` features (``vit4k_weights``,
+  ``vit4k_seed``: the workflow fills in ``pathology.weights.hipt4k`` and ``pathology.random_seed``). A
+  region clipped at the slide border is a smaller grid, read with interpolated position embeddings
+  exactly as the pathology stage reads it (the official code knows only full 16 × 16 grids).
 
 Parameter names are the official modules' (a state dict moves between them without renaming) and, in
 eval mode with the same weights, the outputs equal the official forward. What we add: padded batches
@@ -23,10 +31,15 @@ explanations and saving are the porpoise kind's (:class:`tessera.survival.porpoi
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from tessera.errors import InputError
+from tessera.pathology.encoders.hipt import RegionViT
+from tessera.survival.bags import Bag
 from tessera.survival.porpoise import FusedSurvivalNet, PorpoiseModel, attention_pool
+from tessera.survival.settings import HIPTLGPParams
 
 
 class GatedAttention(nn.Module):
@@ -87,3 +100,70 @@ class HIPTGPModel(PorpoiseModel):
     def _make_net(self, tab_dim: int) -> HIPTGlobalNet:
         p = self.params
         return HIPTGlobalNet(self.bags.dim, tab_dim, p.fusion, p.n_bins, p.dropout)
+
+
+class HIPTLocalGlobalNet(HIPTGlobalNet):
+    """HIPT_LGP_FC: token grids → ``local_vit`` (ViT-4K) → :class:`HIPTGlobalNet`'s global level.
+
+    ``bags`` = (tokens (B, N, G, G, D) float32, grid (B, N, 2) int64 rows, cols of each region's grid);
+    padding instances (mask False) are never run through the ViT-4K.
+    """
+
+    def __init__(self, local_vit: RegionViT, tab_dim: int = 0, fusion: str = "bilinear", n_bins: int = 4,
+                 dropout: float = 0.25, freeze: bool = False, **global_dims) -> None:
+        super().__init__(local_vit.embed_dim, tab_dim, fusion, n_bins, dropout, **global_dims)
+        self.local_vit = local_vit
+        self.freeze = freeze
+        local_vit.requires_grad_(not freeze)
+
+    def regions(self, bags: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        tokens, grid = bags
+        b, n = mask.shape
+        out = tokens.new_zeros(b, n, self.local_vit.embed_dim)
+        valid = mask.nonzero(as_tuple=False)  # (K, 2) batch, instance of each real region
+        shapes = grid[valid[:, 0], valid[:, 1]]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            for rows, cols in torch.unique(shapes, dim=0).tolist():  # one forward per grid shape
+                sel = valid[(shapes[:, 0] == rows) & (shapes[:, 1] == cols)]
+                x = tokens[sel[:, 0], sel[:, 1], :rows, :cols].permute(0, 3, 1, 2)  # (k, D, rows, cols)
+                out = out.index_put((sel[:, 0], sel[:, 1]), self.local_vit(x))
+        return out
+
+
+class HIPTLGPModel(PorpoiseModel):
+    """``hipt_lgp``: the porpoise kind's learner with :class:`HIPTLocalGlobalNet` over token-grid bags."""
+
+    kind = "hipt_lgp"
+    params_class = HIPTLGPParams
+    _vit4k_cache: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+
+    def _local_vit(self) -> RegionViT:
+        """The ViT-4K with ``vit4k_weights`` (loaded once per process; ``random``: seeded by ``vit4k_seed``)."""
+        from tessera.pathology.encoders import registry
+        from tessera.pathology.encoders.checkpoints import build_encoder
+
+        spec = registry.get("hipt4k")
+        key = (self.params.vit4k_weights, self.params.vit4k_seed)
+        if key not in self._vit4k_cache:
+            model, _ = build_encoder(spec, *key)
+            self._vit4k_cache[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        vit = spec.build()
+        vit.load_state_dict(self._vit4k_cache[key], strict=True)
+        if vit.in_dim != self.bags.dim:
+            raise InputError(f"the token grids are {self.bags.dim}-d but HIPT's ViT-4K reads {vit.in_dim}-d patch tokens",
+                             field="survival.models[].encoder", fix="use the hipt4k encoder (over hipt256 patches)")
+        return vit
+
+    def _make_net(self, tab_dim: int) -> HIPTLocalGlobalNet:
+        p = self.params
+        return HIPTLocalGlobalNet(self._local_vit(), tab_dim, p.fusion, p.n_bins, p.dropout, freeze=p.freeze_4k)
+
+    def _pad(self, chosen: list[tuple[Bag, np.ndarray]], n_max: int):
+        side = max((bag.features.shape[1] for bag, _ in chosen), default=1)
+        tokens = np.zeros((len(chosen), n_max, side, side, self.bags.dim), np.float32)
+        grid = np.ones((len(chosen), n_max, 2), np.int64)
+        for i, (bag, keep) in enumerate(chosen):
+            g = bag.features.shape[1]
+            tokens[i, : len(keep), :g, :g] = bag.features[keep]
+            grid[i, : len(keep)] = bag.grid[keep]
+        return torch.from_numpy(tokens).to(self.device), torch.from_numpy(grid).to(self.device)

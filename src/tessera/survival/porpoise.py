@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from tessera.errors import InputError
-from tessera.survival.bags import BagStore
+from tessera.survival.bags import Bag, BagStore
 from tessera.survival.cv import inner_holdout
 from tessera.survival.settings import PorpoiseParams
 from tessera.survival.tabular import make_preprocessor, preprocessed_columns
@@ -284,25 +284,33 @@ class PorpoiseModel:
         return self.pre_.transform(X[self.columns_]).astype(np.float32)
 
     def _batch(self, patients: list[str], tab: np.ndarray, rng: np.random.Generator | None):
-        """Padded (B, N, D) bags, (B, N) mask and (B, F) tabular input on the device."""
-        bags = None
-        mask = None
+        """Padded bags (:meth:`_pad`), (B, N) mask and (B, F) tabular input on the device.
+
+        With ``rng`` (training) a bag larger than ``max_instances`` is subsampled (instances kept in order).
+        """
+        bags = mask = None
         if self.bags is not None:
-            feats = []
+            chosen = []
             for p in patients:
-                f = self.bags.get(p).features
+                bag = self.bags.get(p)
+                keep = np.arange(len(bag))
                 cap = self.params.max_instances
-                if rng is not None and cap and len(f) > cap:
-                    f = f[np.sort(rng.choice(len(f), cap, replace=False))]
-                feats.append(f)
-            n_max = max(1, max(len(f) for f in feats))
-            bags = np.zeros((len(patients), n_max, self.bags.dim), np.float32)
+                if rng is not None and cap and len(bag) > cap:
+                    keep = np.sort(rng.choice(len(bag), cap, replace=False))
+                chosen.append((bag, keep))
+            n_max = max(1, max(len(keep) for _, keep in chosen))
             mask = np.zeros((len(patients), n_max), bool)
-            for i, f in enumerate(feats):
-                bags[i, : len(f)] = f
-                mask[i, : len(f)] = True
-            bags, mask = torch.from_numpy(bags).to(self.device), torch.from_numpy(mask).to(self.device)
+            for i, (_, keep) in enumerate(chosen):
+                mask[i, : len(keep)] = True
+            bags, mask = self._pad(chosen, n_max), torch.from_numpy(mask).to(self.device)
         return bags, mask, torch.from_numpy(tab).to(self.device)
+
+    def _pad(self, chosen: list[tuple[Bag, np.ndarray]], n_max: int):
+        """(B, n_max, D) float32 instance features on the device, zero-padded (``chosen``: bag, rows kept)."""
+        out = np.zeros((len(chosen), n_max, self.bags.dim), np.float32)
+        for i, (bag, keep) in enumerate(chosen):
+            out[i, : len(keep)] = bag.features[keep]
+        return torch.from_numpy(out).to(self.device)
 
     # ---------------------------------------------------------------- training
     def fit(self, X: pd.DataFrame, y: np.ndarray, patient_id: np.ndarray) -> "PorpoiseModel":

@@ -19,8 +19,8 @@ CLASSIFIER_KINDS = ("logistic", "rf_classifier")
 TABULAR_KINDS = SURVIVAL_KINDS + CLASSIFIER_KINDS
 #: Attention-MIL survival networks over instance bags (one training loop: tessera.survival.porpoise);
 #: the HIPT kinds read region bags and need an encoder.
-DEEP_KINDS = ("porpoise", "hipt_gp")
-HIPT_KINDS = ("hipt_gp",)
+DEEP_KINDS = ("porpoise", "hipt_gp", "hipt_lgp")
+HIPT_KINDS = ("hipt_gp", "hipt_lgp")
 KINDS = TABULAR_KINDS + DEEP_KINDS
 SURVIVAL_FUNCTION_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", *DEEP_KINDS)  # predict S(t), not only a risk
 
@@ -184,6 +184,20 @@ class PorpoiseParams:
 
 
 @dataclass
+class HIPTLGPParams(PorpoiseParams):
+    """``params`` of kind ``hipt_lgp``: the deep kinds' and the ViT-4K's start and whether it trains."""
+
+    freeze_4k: bool = False
+    vit4k_weights: str = "random"  # the workflow fills in pathology.weights.hipt4k
+    vit4k_seed: int = 0  # random weights' seed; the workflow fills in pathology.random_seed
+
+
+def params_class(kind: str) -> type[PorpoiseParams]:
+    """The parameter class of a deep kind."""
+    return HIPTLGPParams if kind == "hipt_lgp" else PorpoiseParams
+
+
+@dataclass
 class SurvivalSettings:
     """The parsed ``survival`` section."""
 
@@ -229,7 +243,7 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
             raise InputError(f"PCA for unknown modality {bad_pca}", file=file, field=f"{where}.pca",
                              fix=f"key the PCA components by modality: {', '.join(MODALITIES)}")
         if spec.kind in DEEP_KINDS:
-            PorpoiseParams.from_dict(spec.params, spec.kind)  # unknown parameters fail here, not in a job
+            params_class(spec.kind).from_dict(spec.params, spec.kind)  # unknown parameters fail here, not in a job
         elif spec.encoder is not None:
             raise InputError(f"only the deep kinds ({', '.join(DEEP_KINDS)}) read instance embeddings", file=file,
                              field=f"{where}.encoder",
