@@ -209,7 +209,7 @@ def bench_hipt(args) -> list[dict]:
              "16x16x384 token grids")]
     out = []
     for name, learner, params, bags, n, what in rows:
-        per_epoch(learner, params, bags, min(n, 16))  # warm-up (allocator, kernels)
+        per_epoch(learner, params, bags, min(n, 4))  # warm-up (allocator, kernels)
         s = per_epoch(learner, params, bags, n)
         out.append({"task": f"{name}: s/epoch/1000 patients ({m} {what}, {device.type}"
                             + (f", {args.jobs} threads" if device.type == "cpu" else "")
@@ -227,7 +227,7 @@ def main() -> None:
     ap.add_argument("--deep-patients", type=int, default=1000)
     ap.add_argument("--instances", type=int, default=256, help="instances per patient bag")
     ap.add_argument("--regions", type=int, default=50, help="regions per patient of the HIPT kinds")
-    ap.add_argument("--lgp-patients", type=int, default=32, help="patients the ViT-4K kinds are timed on")
+    ap.add_argument("--lgp-patients", type=int, default=8, help="patients the ViT-4K kinds are timed on")
     ap.add_argument("--device", default="cpu", help="device of the HIPT kinds' timings (cpu | cuda)")
     ap.add_argument("--skip", choices=["tabular", "deep", "hipt"], action="append", default=[])
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")

@@ -127,3 +127,22 @@ def test_demo_coxnet_reaches_the_target_c_index(demo_run):
     metrics = _demo_metrics(demo_run)["coxnet"]
     assert metrics["modalities"] == ["clinical", "pathology", "genomics"]
     assert metrics["pooled"]["c_harrell"]["mean"] >= 0.7
+
+
+def test_demo_hipt_gp_trains_on_the_region_bags_and_draws_heatmaps(demo_run):
+    """HIPT's slide-level model in the demo config (no known-answer threshold: the demo's slides hold few
+    4096-px regions each): its bags are the patients' hipt4k regions, its attention is drawn per slide and
+    shown in the explain report beside the cluster maps."""
+    work, _ = demo_run
+    out = work / "results" / "models" / "hipt_gp"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "hipt_gp" and metrics["modalities"] == [] and metrics["n_patients"] >= 40
+    index = pd.read_csv(work / "results" / "features" / "hipt4k" / "index.tsv", sep="\t")
+    regions = pd.read_parquet(out / "attention.parquet")
+    ok = index[index["n"] > 0].groupby("patient_id")["n"].sum()
+    assert regions.groupby("patient_id").size().to_dict() == ok[ok.index.isin(regions["patient_id"])].to_dict()
+    heatmaps = pd.read_csv(out / "heatmaps.tsv", sep="\t")
+    assert len(heatmaps) == 8 and set(heatmaps["risk_group"]) == {"highest", "lowest"}
+    assert all((out / "heatmaps" / f).stat().st_size > 10_000 for f in heatmaps["file"])
+    report = (work / "results" / "explain" / "hipt256" / "report.html").read_text()
+    assert 'id="attention-heatmaps"' in report and report.count('alt="attention heatmap of slide') == 8
