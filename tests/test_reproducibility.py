@@ -63,7 +63,8 @@ def tiny_cohort_for_survival(root: Path) -> Path:
 
 def write_config(cohort: Path, workdir: Path, **changes) -> Path:
     """The repo's config on the tiny cohort with a small survival stage (CV 2 folds x 1, four
-    models of the rule families that can run on 7 patients) and a small explain stage."""
+    models of the rule families that can run on 7 patients) and a small explain stage (with the
+    porpoise model's attention heatmaps)."""
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     survival = base["survival"]
     survival["cv"].update(n_splits=2, n_repeats=1, inner_splits=2)
@@ -77,7 +78,8 @@ def write_config(cohort: Path, workdir: Path, **changes) -> Path:
          "params": {"n_bins": 2, "epochs": 2, "batch_size": 4, "micro_batch": 4, "device": "cpu",
                     "max_instances": 32}},
     ]
-    explain = dict(base["explain"], model="cox_ridge", k=3, cv_folds=2, gallery_size=2, n_maps=1)
+    explain = dict(base["explain"], model="cox_ridge", attention_model="porpoise", k=3, cv_folds=2, gallery_size=2,
+                   n_maps=1)
     config = dict(survival=survival, explain=explain, report={"slide_thumbnails": True})
     for key, value in changes.items():
         config[key] = value

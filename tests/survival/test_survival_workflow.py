@@ -38,6 +38,7 @@ def _config(files: dict, models: list[dict]) -> dict:
     base["survival"]["evaluation"]["n_bootstrap"] = 30
     base["survival"]["models"] = models
     base["explain"]["model"] = models[0]["name"]
+    base["explain"]["attention_model"] = next((m["name"] for m in models if m["kind"] == "porpoise"), None)
     return base
 
 
