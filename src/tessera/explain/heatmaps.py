@@ -98,12 +98,14 @@ def figure_png(image: np.ndarray, title: str) -> bytes:
     from matplotlib.figure import Figure
 
     h, w = image.shape[:2]
-    fig = Figure(figsize=(7, 7 * h / w + 0.9), dpi=110)
-    ax = fig.add_axes((0.02, 0.14, 0.96, 0.78))
+    width, image_h, below, above = 7.0, 6.7 * h / w, 0.95, 0.35  # inches: image, colour bar + label, title
+    height = image_h + below + above
+    fig = Figure(figsize=(width, height), dpi=110)
+    ax = fig.add_axes((0.02, below / height, 0.96, image_h / height))
     ax.imshow(image)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    bar = fig.add_axes((0.25, 0.06, 0.5, 0.025))
+    bar = fig.add_axes((0.25, 0.5 / height, 0.5, 0.15 / height))
     fig.colorbar(ScalarMappable(Normalize(0, 1), COLOUR_MAP), cax=bar, orientation="horizontal",
                  label="attention, percentile within the slide")
     buf = io.BytesIO()
@@ -143,7 +145,7 @@ def write_heatmaps(attention_parquet: str | os.PathLike, oof_tsv: str | os.PathL
         image = paint(thumb, scale, own[["x", "y"]].to_numpy(), r.size_level0, percentiles(own["attention"]))
         # no IDs on the figure: the explain report shows it under pseudonyms when asked to
         title = (f"{model} attention: a {r.risk_group}-risk patient (rank {r.risk_rank} of {len(ranked)}, "
-                 f"risk {r.risk:.3g}), {r.n_instances} instances")
+                 f"risk {r.risk:.3g}), {r.n_instances} instance{'' if r.n_instances == 1 else 's'}")
         with atomic_path(out / f"{r.slide_id}.png") as tmp:
             Path(tmp).write_bytes(figure_png(image, title))
         rows.append({**r._asdict(), "file": f"{r.slide_id}.png"})
