@@ -81,6 +81,17 @@ def explain_targets():
     return [f"results/explain/{config['explain']['encoder']}/report.html"]
 
 
+def explain_heatmap_inputs(wildcards):
+    """The attention heatmaps of `explain.attention_model` (none when it is null)."""
+    model = config["explain"].get("attention_model")
+    if not model:
+        return {}
+    return {
+        "heatmaps": f"results/models/{model}/heatmaps.tsv",
+        "heatmap_dir": f"results/models/{model}/heatmaps",
+    }
+
+
 # --- `snakemake --report`: outputs registered with their captions (report/), by category ---
 
 

@@ -88,17 +88,6 @@ rule explain_assign:
         "../scripts/explain_assign.py"
 
 
-def explain_heatmap_inputs(wildcards):
-    """The attention heatmaps of `explain.attention_model` (none when it is null)."""
-    model = EXPLAIN.get("attention_model")
-    if not model:
-        return {}
-    return {
-        "heatmaps": f"results/models/{model}/heatmaps.tsv",
-        "heatmap_dir": f"results/models/{model}/heatmaps",
-    }
-
-
 rule explain_report:
     input:
         unpack(explain_heatmap_inputs),
