@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from conftest import with_test_encoders
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
 REGION = "eu-west-2"
@@ -146,8 +148,9 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def tiny_config(workdir: Path, cohort: str, n_shards: int = 2) -> Path:
-    """``workdir/tiny.yaml``: the workflow's config with the tiny cohort's sheets and fewer shards."""
-    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    """``workdir/tiny.yaml``: the workflow's config with the tiny cohort's sheets, fewer shards and the
+    test encoders (conftest.TEST_ENCODERS)."""
+    config = with_test_encoders(yaml.safe_load((workdir / "config" / "config.yaml").read_text()))
     for key, name in (("slides", "slides.tsv"), ("clinical", "clinical.tsv"), ("genomics", "genomics.tsv"),
                       ("reference", "reference.fa"), ("annotation", "genes.gtf")):
         config[key] = f"{cohort}/{name}"

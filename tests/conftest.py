@@ -9,9 +9,26 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CMU_SLIDE = REPO / "src" / "tessera" / "demo" / "data" / "CMU-1-Small-Region.svs"
+# The workflow tests run the two HIPT encoders (a patch encoder and a region encoder over it, one grid
+# group, two feature outputs). The demo config's further encoder (kaiko-vits16, same grid group) adds no
+# workflow path, only ~40 % more extraction time in every run. Several foundation encoders in one read are
+# tested in tests/test_pathology_extract.py, each encoder's network in tests/test_pathology_encoders.py.
+TEST_ENCODERS = ["hipt256", "hipt4k"]
+
+
+DEMO_TESTED_MODELS = ("coxnet", "porpoise", "hipt_gp")  # and explain.model (coxnet), explain.attention_model (hipt_gp)
+
+
+def with_test_encoders(config: dict) -> dict:
+    """``config`` with pathology restricted to :data:`TEST_ENCODERS` (and their weights)."""
+    pathology = config["pathology"]
+    pathology["encoders"] = list(TEST_ENCODERS)
+    pathology["weights"] = {name: pathology["weights"][name] for name in TEST_ENCODERS}
+    return config
 
 
 def pytest_configure(config) -> None:
@@ -53,10 +70,9 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
 
 
 def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
-    """Write a config file for ``cohort`` into ``workdir`` (repo defaults plus ``overrides``); return it."""
-    import yaml
-
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    """Write a config file for ``cohort`` into ``workdir`` (repo defaults with :data:`TEST_ENCODERS`, plus
+    ``overrides``); return it."""
+    config = with_test_encoders(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
     config.update(
         slides=str(cohort / "slides.tsv"), clinical=str(cohort / "clinical.tsv"), genomics=str(cohort / "genomics.tsv"),
         reference=str(cohort / "reference.fa"), annotation=str(cohort / "genes.gtf"), n_shards=3,
@@ -84,6 +100,10 @@ def demo_run(tmp_path_factory, demo_cohort) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("demo-run") / "work"
     work.mkdir()
     config = cohort_config(demo_cohort, work, n_shards=4)
+    # only the models the demo tests read: every kind also runs in tests/survival/ and the tiny-cohort runs
+    cfg = yaml.safe_load(config.read_text())
+    cfg["survival"]["models"] = [m for m in cfg["survival"]["models"] if m["name"] in DEMO_TESTED_MODELS]
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
     return work, demo_cohort
 

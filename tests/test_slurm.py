@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import REPO, cohort_config
@@ -104,7 +105,12 @@ def runs(slurm, tiny_cohort, tmp_path_factory):
       GPU 0, so SLURM gives the GPU step another one.
     Returns the finished runs by name, and the GPU index the holder had."""
     root = tmp_path_factory.mktemp("slurm-runs")
-    config = cohort_config(tiny_cohort, root, n_shards=2)
+    # the demo slides only: the CMU slide (40 % of the tiny cohort's tiles) adds reading, not scheduling
+    slides = pd.read_csv(tiny_cohort / "slides.tsv", sep="\t", keep_default_na=False)
+    slides = slides[~slides["path"].str.endswith(".svs")]
+    slides = slides.assign(path=[str(tiny_cohort / p) for p in slides["path"]])
+    slides.to_csv(root / "slides.tsv", sep="\t", index=False)
+    config = cohort_config(tiny_cohort, root, n_shards=2, slides=str(root / "slides.tsv"))
     for name in ("tiny", "local", "toy"):
         (root / name).mkdir()
     shutil.copytree(REPO / "tests" / "executor_workflow", root / "toy", dirs_exist_ok=True)
