@@ -80,6 +80,7 @@ def write_config(cohort: Path, workdir: Path, **changes) -> Path:
     ]
     explain = dict(base["explain"], model="cox_ridge", attention_model="porpoise", k=3, cv_folds=2, gallery_size=2,
                    n_maps=1)
+    survival["explain"].update(heatmap_slides=2, heatmap_px=256)
     config = dict(survival=survival, explain=explain, report={"slide_thumbnails": True})
     for key, value in changes.items():
         config[key] = value
