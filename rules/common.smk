@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 
 from tessera.config import check_config
+from tessera.genomics.inputs import check_vcf_samples
 from tessera.plan import plan_cohort
 from tessera.remote import check_remote_inputs, tracked_files
 from tessera.survival.settings import family_outputs
@@ -15,6 +16,9 @@ check_config(
     config, file="config (merged from config/config.yaml and --configfile/--config)"
 )
 PLAN = plan_cohort(config)
+# Every vcf_sample against its VCF's header, once, before any job (remote jobs skip it: headers in S3).
+if workflow.is_main_process and config.get("genomics"):
+    check_vcf_samples(PLAN.genomics, config["genomics"])
 
 
 # snakemake-storage-plugin-s3 (0.3.6) remembers "not a directory" forever: a shard directory that a

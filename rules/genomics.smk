@@ -133,7 +133,9 @@ rule embed_gene:
         mem_mb=8000,
         runtime=240,
     params:
-        weights=lambda wc, input: input.weights[0] if RANDOM_WEIGHTS else NT_WEIGHTS,
+        # as the workflow names them (recorded in the outputs); the job reads input.weights when given
+        # (random weights: a staged copy under S3 storage)
+        weights=NT_WEIGHTS,
         model=canonical(config["genomics_model"]),
     script:
         "../scripts/embed_gene.py"

@@ -57,5 +57,11 @@ rule manifest:
         config_files=[str(f) for f in workflow.configfiles],
         encoders=PATHOLOGY_ENCODERS,
         source=workflow.basedir,
+        # where the feature files are when outputs go to storage (they are not kept here)
+        storage_prefix=(
+            workflow.storage_settings.default_storage_prefix
+            if workflow.storage_settings.default_storage_provider
+            else None
+        ),
     script:
         "../scripts/manifest.py"

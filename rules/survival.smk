@@ -6,6 +6,7 @@
 
 from snakemake.logging import logger
 
+from tessera.survival.cohort_table import check_cohort_columns
 from tessera.survival.settings import (
     cohort_inputs,
     cv_blocker,
@@ -20,6 +21,7 @@ SURVIVAL = parse_survival_config(
     config.get("survival", {}),
     file="config (merged from config/config.yaml and --configfile/--config)",
 )
+check_cohort_columns(SURVIVAL.cohort, PLAN.clinical, config["clinical"])
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
 # (the heatmap keys are read by survival_heatmaps alone: changing them redraws, never retrains)
 SURVIVAL_SHARED = {
@@ -31,7 +33,7 @@ SURVIVAL_SHARED["explain"] = {
     k: v for k, v in SURVIVAL.explain.items() if not k.startswith("heatmap_")
 }
 # A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
-SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv)
+SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv, SURVIVAL.models)
 SURVIVAL_ACTIVE = bool(SURVIVAL.models) and SURVIVAL_BLOCKED is None
 SURVIVAL_TARGETS = (
     [
@@ -45,10 +47,7 @@ SURVIVAL_TARGETS = (
     else []
 )
 if SURVIVAL.models and SURVIVAL_BLOCKED:
-    logger.warning(
-        f"tessera: no survival models in this run: {SURVIVAL_BLOCKED}. "
-        "Fix: lower survival.cv.n_splits, or use a larger cohort."
-    )
+    logger.warning(f"tessera: no survival models in this run: {SURVIVAL_BLOCKED}.")
 
 
 rule survival_cohort:

@@ -15,5 +15,6 @@ with log_to(snakemake.log[0]) as log:
     device = torch_device(params.device)
     torch.set_num_threads(snakemake.threads)
     log.info("device %s, %d CPU threads", device, snakemake.threads)
-    nt = load_nt(snakemake.params.weights, cfg["kind"], device, DTYPES[params.dtype], params.lowercase)
+    local = snakemake.input.weights[0] if snakemake.input.weights else snakemake.params.weights
+    nt = load_nt(local, cfg["kind"], device, DTYPES[params.dtype], params.lowercase, shown=snakemake.params.weights)
     embed_gene(snakemake.wildcards.gene, snakemake.input.shards, nt, params, cfg["name"], snakemake.output[0])

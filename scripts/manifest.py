@@ -19,6 +19,7 @@ with log_to(snakemake.log[0]) as log:
         outputs=dict(zip(p.results, i.results)),
         source_dir=p.source,
         context=json.loads(os.environ.get(CONTEXT_ENV, "{}")),
+        storage_prefix=p.storage_prefix,
     )
     write_manifest(manifest, snakemake.output[0])
     log.info("manifest: tessera %s, commit %s, %d packages, %d outputs checksummed", manifest["tessera"]["version"],

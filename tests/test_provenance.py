@@ -107,3 +107,28 @@ def test_compare_runs_ignores_only_the_allow_list(tmp_path, capsys):
     assert diff.differ == ["results/models/cox/metrics.json"] and diff.only_b == ["results/extra.tsv"]
     assert cli(["compare-runs", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     assert "differ: results/models/cox/metrics.json" in capsys.readouterr().out
+
+
+def test_pathology_weights_are_read_from_the_storage_prefix_when_outputs_are_in_s3(tmp_path, monkeypatch):
+    """With S3 as default storage the feature files are not on this machine: read one from the bucket
+    (the manifest said 'weights not read' in a local run with S3 storage)."""
+    from moto import mock_aws
+
+    from tessera.manifest import pathology_weights
+
+    with h5py.File(tmp_path / "S1.h5", "w") as f:
+        f.attrs.update(weights="random", weights_random=True, weights_seed=4, precision="fp32")
+    index = tmp_path / "index.tsv"
+    pd.DataFrame({"slide_id": ["S1"], "path": ["results/features/e/shard-0/S1.h5"]}).to_csv(index, sep="\t", index=False)
+    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(var, value)
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    with mock_aws():
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="runs-bucket")
+        boto3.client("s3").upload_file(str(tmp_path / "S1.h5"), "runs-bucket", "runs/x/results/features/e/shard-0/S1.h5")
+        entry = pathology_weights(index, workdir=tmp_path / "elsewhere", storage_prefix="s3://runs-bucket/runs/x")
+    assert entry["weights"] == {"source": "random", "random": True, "seed": 4} and entry["precision"] == "fp32"
+    assert "weights not read" in pathology_weights(index, workdir=tmp_path / "elsewhere")["note"]

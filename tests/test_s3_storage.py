@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from anywhere_support import (
 )
 
 BUCKET, PREFIX = "tessera-test", "runs/tiny"
+NT = "nt-v2-random-demo"
 
 
 @pytest.mark.workflow
@@ -49,6 +51,15 @@ def test_default_target_runs_with_s3_default_storage(tmp_path, tiny_cohort):
                 assert f"{PREFIX}/{path}" in keys, f"{path} is not in the bucket"
         assert any(k.endswith("/index.tsv") and "/results/slides/shard-" in k for k in keys)
         assert any(k.startswith(f"{PREFIX}/logs/") for k in keys)  # logs are stored too
+
+        # Provenance names the workflow's paths, not the storage plugin's local cache, and reads the
+        # feature files' weights from the bucket (they are not kept on this machine).
+        genes = pd.read_parquet(io.BytesIO(s3_read(endpoint, BUCKET, f"{PREFIX}/results/genomics/{NT}/GENEA.parquet")))
+        assert set(genes["weights"]) == {f"results/genomics/{NT}/random-weights/model.safetensors"}
+        manifest = json.loads(s3_read(endpoint, BUCKET, f"{PREFIX}/results/manifest.json"))
+        assert manifest["weights"]["genomics"]["weights"][0]["weights"] == genes["weights"].iloc[0]
+        for encoder, entry in manifest["weights"]["pathology"].items():
+            assert "note" not in entry and entry["weights"]["random"] is True, (encoder, entry)
 
         # Whatever the default target is now, all of it is in the bucket: nothing is left to do.
         again = run_snakemake([*args, "--dry-run"], workdir, env)

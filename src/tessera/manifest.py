@@ -27,6 +27,7 @@ import pandas as pd
 from tessera import __version__
 from tessera.atomic import write_text
 from tessera.checksum import sha256_file
+from tessera.uri import is_s3, local_file
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,29 @@ def _plain(value: object) -> object:
     return value.tolist() if hasattr(value, "tolist") else value  # arrays (e.g. mean, std) become lists
 
 
-def pathology_weights(feature_index: str | os.PathLike, workdir: str | os.PathLike = ".") -> dict:
+def pathology_weights(feature_index: str | os.PathLike, workdir: str | os.PathLike = ".",
+                      storage_prefix: str | None = None) -> dict:
     """Weights provenance of one encoder, from the attributes of the first feature file its cohort
-    index lists (every file of a run carries the same; the resume key includes them)."""
+    index lists (every file of a run carries the same; the resume key includes them).
+
+    ``storage_prefix``: the run's default storage prefix (``s3://bucket/prefix``), under which the file is
+    read when it is not in ``workdir`` (outputs in S3 storage are not kept on this machine).
+    """
     index = pd.read_csv(feature_index, sep="\t", dtype=str, keep_default_na=False)
     if index.empty:
         return {"note": "no slide has features"}
-    path = Path(workdir) / index["path"].iloc[0]
-    if not path.is_file():
-        return {"note": f"{index['path'].iloc[0]} is not on this machine (remote storage): weights not read"}
+    name = index["path"].iloc[0]
+    path = Path(workdir) / name
+    if path.is_file():
+        return _feature_file_provenance(path)
+    if storage_prefix and is_s3(storage_prefix):
+        with local_file(f"{storage_prefix.rstrip('/')}/{name}") as local:
+            return _feature_file_provenance(local)
+    return {"note": f"{name} is not on this machine (remote storage): weights not read"}
+
+
+def _feature_file_provenance(path: Path) -> dict:
+    """The weights, precision, device and torch version a feature file's attributes record."""
     with h5py.File(path, "r") as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
     out = {}
@@ -172,12 +187,12 @@ def genomic_weights(gene_tables: Sequence[str | os.PathLike]) -> dict:
 
 def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapping[str, tuple[str, str]],
                    feature_indexes: Mapping[str, str], gene_tables: Sequence[str], outputs: Mapping[str, str],
-                   source_dir: str | os.PathLike, context: Mapping) -> dict:
+                   source_dir: str | os.PathLike, context: Mapping, storage_prefix: str | None = None) -> dict:
     """The manifest as a JSON-ready dict. ``inputs``: role → (path as configured, file to read) for the
     sheets, reference and annotation; ``feature_indexes``: encoder → its cohort ``index.tsv``;
     ``gene_tables``: per-gene embedding tables; ``outputs``: cohort-level results, path as the workflow
     names it → file to read (the two differ where a storage plugin staged the file);
-    ``context``: :func:`run_context`."""
+    ``context``: :func:`run_context`; ``storage_prefix``: the run's default storage prefix, if any."""
     source_dir = Path(source_dir)
     constraints = source_dir / "constraints.txt"
     config = redact(dict(config))
@@ -194,7 +209,8 @@ def build_manifest(*, config: Mapping, config_files: Sequence[str], inputs: Mapp
         "conda_envs": {p.name: sha256_file(p) for p in sorted((source_dir / "envs").glob("*.yaml"))},
         "inputs": {role: {"path": str(name), "sha256": sha256_file(local)} for role, (name, local) in inputs.items()},
         "weights": {
-            "pathology": {enc: pathology_weights(index) for enc, index in feature_indexes.items()},
+            "pathology": {enc: pathology_weights(index, storage_prefix=storage_prefix)
+                          for enc, index in feature_indexes.items()},
             "genomics": genomic_weights(gene_tables) if gene_tables else None,
         },
         "seeds": {**collect_seeds(config), **{f"survival.models.{n}.seed (effective)": s

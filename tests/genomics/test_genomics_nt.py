@@ -101,6 +101,9 @@ def test_random_model_round_trip_records_sha_and_randomness(tmp_path):
     assert nt.sha256 == hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
     again = write_random_model(tmp_path / "m2", "nt-v2", SMALL, seed=1)
     assert load_nt(again, "nt-v2").sha256 == nt.sha256  # deterministic from the seed
+    # a staged copy (S3 storage's local cache) is recorded under the workflow's name for the directory
+    staged = load_nt(again, "nt-v2", shown="results/genomics/m/random-weights")
+    assert staged.source == "results/genomics/m/random-weights/model.safetensors" and nt.source == f"{path}/model.safetensors"
 
 
 def _ids(nt, seqs):

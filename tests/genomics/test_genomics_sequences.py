@@ -12,6 +12,7 @@ from tessera.demo import genome
 from tessera.errors import InputError
 from tessera.genomics.consensus import Haplotype, reverse_complement
 from tessera.genomics.genes import Region
+from tessera.genomics.inputs import vcf_samples
 from tessera.genomics.sequences import (
     BamParams,
     SequenceParams,
@@ -145,10 +146,14 @@ def test_shard_records_failures_and_goes_on(synthetic_case, tmp_path):
     records = read_vcf_records(str(case.vcf), ["S1"], region, bases)
     fwd = build_haplotypes(bases, Region("T", "chrT", region.start, region.end, "+"), records, "S1", SequenceParams())
     assert seqs["P1"] == (reverse_complement(fwd.hap1), reverse_complement(fwd.hap2))
-    # a sample absent from the VCF fails that patient with the reason
-    bad = [{"patient_id": "P9", "vcf": str(case.vcf), "vcf_sample": "NOPE", "bam": ""}]
+    # a sample absent from the VCF fails that patient alone, with the reason; the VCF's others go on
+    bad = [{"patient_id": "P9", "vcf": str(case.vcf), "vcf_sample": "NOPE", "bam": ""}, patients[0]]
     index = patient_sequences_shard(bad, region, str(case.reference), SequenceParams(), tmp_path / "shard2")
-    assert index.loc[0, "status"] == "failed" and "NOPE not in the VCF" in index.loc[0, "reason"]
+    by_patient = index.set_index("patient_id")
+    assert by_patient["status"].to_dict() == {"P1": "ok", "P9": "failed"}
+    assert "sample 'NOPE' is not in the VCF" in by_patient.loc["P9", "reason"]
+    assert f"its samples: {', '.join(case.samples)}" in by_patient.loc["P9", "reason"]
+    assert read_shard_sequences(tmp_path / "shard2")[1]["P1"] == seqs["P1"]
 
 
 def test_bam_consensus_recovers_a_known_het_snv_and_hom_deletion(tmp_path, monkeypatch):
@@ -212,6 +217,7 @@ def test_vcf_and_bam_on_s3_are_staged_with_their_index(synthetic_case, tmp_path,
         remote = [{"patient_id": "P1", "vcf": "s3://cohort/vcf/calls.vcf.gz", "vcf_sample": "S3", "bam": ""},
                   {"patient_id": "P2", "vcf": "", "vcf_sample": "", "bam": "s3://cohort/absent.bam"}]
         index = patient_sequences_shard(remote, region, str(case.reference), SequenceParams(), tmp_path / "s3")
+        assert vcf_samples("s3://cohort/vcf/calls.vcf.gz") == case.samples  # the planning check reads S3 headers
     assert index["status"].tolist() == ["ok", "failed"]
     assert (tmp_path / "s3" / "sequences.fa").read_text() == (tmp_path / "local" / "sequences.fa").read_text()
 
@@ -237,3 +243,30 @@ def test_filtered_records_and_unphased_hets_are_recorded_when_not_applied(tmp_pa
     assert [(e["pos"], e["hap1"], e["hap2"]) for e in out.events] == [
         (3, "skipped:filter LowQual", "skipped:filter LowQual"), (7, "skipped:unphased", "skipped:unphased")]
     assert out.counts()["skipped"] == 2
+
+
+def test_missing_genotype_n_before_the_region_leaves_the_region_as_bcftools_does(tmp_path):
+    """Under ``--missing N`` a record starting before the region puts its N before it: the region keeps its
+    length (the old code inserted an N one base before the region's end), and the record still blocks the
+    records overlapping it. Byte-equal to bcftools 1.24 ``consensus -M N`` for every genotype combination."""
+    seq = "GATTACACCGTAGGCTTACGATCGGATCCATGCAAGTC" * 2
+    r0, r1 = 20, 60
+    gts = ["./.", ".|1", "1|.", "0|1", "./0", "1|1"]
+    samples = [f"S{i}_{j}" for i in range(len(gts)) for j in range(len(gts))]
+    rows = [  # an anchored deletion 3 bp before the region, a SNV at its start, a SNV inside it
+        ("chrT", r0 - 3, seq[r0 - 3: r0 + 3], [seq[r0 - 3]], ".", [gts[int(s[1])] for s in samples]),
+        ("chrT", r0 + 1, seq[r0 + 1], ["A" if seq[r0 + 1] != "A" else "C"], ".", [gts[int(s[3])] for s in samples]),
+        ("chrT", r0 + 9, seq[r0 + 9: r0 + 11], [seq[r0 + 9]], ".", ["1|1"] * len(samples)),
+    ]
+    vcf = write_vcf(tmp_path / "v.vcf.gz", {"chrT": len(seq)}, samples, rows)
+    region, bases = Region("T", "chrT", r0, r1), seq[r0:r1]
+    records = read_vcf_records(str(vcf), samples, region, bases)
+    params = SequenceParams(missing_genotype="N")
+    for sample in samples:
+        ours = build_haplotypes(bases, region, records, sample, params)
+        for h, seq_h in ((1, ours.hap1), (2, ours.hap2)):
+            theirs = bcftools_consensus(tmp_path, bases, "chrT", r0, vcf, "-s", sample, "-H", str(h), "-M", "N")
+            assert seq_h == theirs, f"{sample} hap{h}: {seq_h} != bcftools {theirs}"
+    ours = build_haplotypes(bases, region, records, "S0_5", params)
+    assert len(ours.hap1) == len(bases) - 1 and "N" not in ours.hap1
+    assert ours.events[0]["hap1"] == "skipped:before region"

@@ -32,3 +32,18 @@ def test_demo_genomics_embeds_every_patient_with_genomic_data(tiny_cohort, tmp_p
     carried = {p: int((g[["hap1", "hap2"]] == "applied").to_numpy().sum()) for p, g in planted.groupby("patient_id")}
     for row in truth[truth["genomics"] != "none"].itertuples():
         assert carried.get(row.patient_id, 0) == row.variant_dosage, row.patient_id
+
+
+@pytest.mark.workflow
+def test_a_vcf_sample_absent_from_its_vcf_stops_planning_before_any_job(tiny_cohort, tmp_path):
+    sheet = pd.read_csv(tiny_cohort / "genomics.tsv", sep="\t", dtype=str, keep_default_na=False)
+    row = sheet.index[sheet["vcf"] != ""][0]
+    sheet.loc[row, "vcf_sample"] = "NOT_IN_VCF"
+    for col in ("vcf", "bam"):
+        sheet[col] = [str(tiny_cohort / v) if v else "" for v in sheet[col]]
+    sheet.to_csv(tmp_path / "genomics.tsv", sep="\t", index=False)
+    config = cohort_config(tiny_cohort, tmp_path, genomics=str(tmp_path / "genomics.tsv"))
+    proc = run_snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"line {row + 2}, field 'vcf_sample': sample 'NOT_IN_VCF' is not in the VCF" in out
+    assert "its samples: " in out and not (tmp_path / "results").exists()

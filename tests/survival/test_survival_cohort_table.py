@@ -6,7 +6,7 @@ import pytest
 
 from tessera.errors import InputError
 from tessera.sheets import read_clinical, read_genomics_sheet, read_slide_sheet
-from tessera.survival.cohort_table import build_cohort_table, encode_clinical, write_cohort_table
+from tessera.survival.cohort_table import build_cohort_table, check_cohort_columns, encode_clinical, write_cohort_table
 from tessera.survival.data import load_cohort_table
 
 from survival_fabricate import cohort_files  # noqa: F401 - pytest fixture
@@ -76,6 +76,26 @@ def test_clinical_encoding(tmp_path):
         encode_clinical(read_clinical(tmp_path / "c.tsv"), ordinal={"stage": ["I", "II"]})
     with pytest.raises(InputError, match="covariate\\(s\\) weight not in the clinical table"):
         encode_clinical(read_clinical(tmp_path / "c.tsv"), covariates=["age", "weight"])
+
+
+def test_an_ordinal_column_the_clinical_table_lacks_is_an_error(tmp_path):
+    """It was ignored silently (the column, if spelt differently, was one-hot encoded instead). The planning
+    check (rules/survival.smk) and the cohort job raise the same error naming the file, key and fix."""
+    path = tmp_path / "c.tsv"
+    path.write_text("patient_id\ttime\tevent\tage\tStage\nA\t10\t1\t61\tII\nB\t20\t0\t70\tIV\n")
+    clinical = read_clinical(path)
+    cohort = {"modalities": ["clinical"], "ordinal": {"stage": ["I", "II", "III", "IV"]}}
+    for check in (lambda: check_cohort_columns(cohort, clinical, str(path)),
+                  lambda: encode_clinical(clinical, ordinal=cohort["ordinal"], source=str(path))):
+        with pytest.raises(InputError) as err:
+            check()
+        message = str(err.value)
+        assert str(path) in message and "survival.cohort.ordinal.stage" in message
+        assert "ordinal column(s) stage not in the clinical table (its covariates: age, Stage)" in message
+        assert "Fix: correct the column name, or switch it off with 'survival.cohort.ordinal: {stage: null}'" in message
+    check_cohort_columns({**cohort, "modalities": ["genomics"]}, clinical, str(path))  # clinical unused: fine
+    enc = encode_clinical(clinical, ordinal={"stage": None, "Stage": ["I", "II", "III", "IV"]})
+    assert enc["clinical__Stage"].tolist() == [1.0, 3.0]
 
 
 def test_bad_cohort_inputs(cohort_files, tmp_path):

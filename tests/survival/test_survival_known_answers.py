@@ -11,15 +11,19 @@ and standardisation (monotone per feature: tree splits are unchanged).
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import OrdinalEncoder
-from sksurv.datasets import load_breast_cancer, load_gbsg2
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+from sksurv.datasets import load_aids, load_breast_cancer, load_gbsg2
+from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.ensemble._coxph_loss import coxph_loss, coxph_negative_gradient
 from sksurv.preprocessing import OneHotEncoder
 
 from tessera.survival.boosting import CoxPHLoss
+from tessera.survival.cv import outer_folds
 from tessera.survival.data import make_y
-from tessera.survival.metrics import harrell_c
+from tessera.survival.metrics import constant_risk, harrell_c
 from tessera.survival.tabular import TabularModel
 
 
@@ -49,6 +53,52 @@ def test_rsf_gbsg2_documented_c_index():
     model = TabularModel("rsf", {"n_estimators": 1000, "min_samples_split": 10, "min_samples_leaf": 15,
                                  "max_features": "sqrt"}, seed=20, n_jobs=2).fit(X_train, y_train)
     assert harrell_c(y_test, model.predict_risk(X_test)) == pytest.approx(0.67453, abs=0.005)
+
+
+@pytest.mark.parametrize("load", [load_aids, load_breast_cancer], ids=["aids", "breast_cancer"])
+def test_coxnet_is_the_model_at_the_requested_penalty(load):
+    """Coxnet's warm-started path must end at ``alpha``: started far above the largest useful penalty,
+    scikit-survival's deviance-ratio rule cut it while every coefficient was zero (one risk for every
+    patient, C = 0.5 on every aids fold). Out-of-fold C equals a direct fit at ``alpha`` on the same folds."""
+    X, y = load()
+    Xt, yt = _ours(OneHotEncoder().fit_transform(X).astype(float), y)
+    alpha = 0.05  # the default
+    ours, ref = np.empty(len(yt)), np.empty(len(yt))
+    for f in outer_folds(yt, 5, 1, 0):
+        model = TabularModel("coxnet", {"alpha": alpha}).fit(Xt.iloc[f.train], yt[f.train])
+        assert model.pipeline_.steps[-1][1].alphas_[-1] == pytest.approx(alpha, rel=1e-12)
+        ours[f.test] = model.predict_risk(Xt.iloc[f.test])
+        direct = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                               CoxnetSurvivalAnalysis(alphas=[alpha], l1_ratio=0.5, max_iter=100000))
+        ref[f.test] = direct.fit(Xt.iloc[f.train], yt[f.train]).predict(Xt.iloc[f.test])
+        assert not constant_risk(ours[f.test])
+        assert harrell_c(yt[f.test], ours[f.test]) == pytest.approx(harrell_c(yt[f.test], ref[f.test]), abs=0.02)
+    assert harrell_c(yt, ours) == pytest.approx(harrell_c(yt, ref), abs=0.02)
+
+
+def test_a_coxnet_path_cut_early_is_refitted_to_the_requested_penalty(monkeypatch):
+    """The safety net: should the path start too high again (here the probe reports 50 x alpha as alpha_max,
+    the old start), the deviance-ratio rule cuts it at 5.7 x alpha and the fit is repeated in 6 steps."""
+    from tessera.survival import tabular
+
+    X, y = load_aids()
+    Xt, yt = _ours(OneHotEncoder().fit_transform(X).astype(float), y)
+    Xs = StandardScaler().fit_transform(Xt)
+
+    class HighProbe:
+        def __init__(self, **kwargs):
+            pass
+
+        def fit(self, X, y):
+            self.alphas_ = np.array([2.5, 2.4])
+            return self
+
+    monkeypatch.setattr(tabular, "CoxnetSurvivalAnalysis", HighProbe)
+    model = tabular.CoxnetAtAlpha(0.05).fit(Xs, yt)
+    assert model.alpha_max_ == 2.5 and len(model.alphas_) == tabular.COXNET_UNCUT
+    assert model.alphas_[-1] == pytest.approx(0.05, rel=1e-12)
+    direct = CoxnetSurvivalAnalysis(alphas=[0.05]).fit(Xs, yt)
+    np.testing.assert_allclose(model.predict(Xs), direct.predict(Xs), atol=5e-3)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

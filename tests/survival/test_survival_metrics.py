@@ -113,6 +113,20 @@ def test_pooled_metrics_and_bootstrap():
     assert again == metrics  # the bootstrap is seeded
 
 
+def test_a_fold_with_one_risk_for_every_patient_is_flagged():
+    """A fold model without contrast (C = 0.5 by ties) is named in metrics.json, not averaged in silently."""
+    rng = np.random.default_rng(3)
+    y = make_y(rng.exponential(500, 80) + 1, rng.random(80) < 0.7)
+    folds, results, _ = _fold_results(y)
+    results[2].risk = np.full(len(results[2].risk), 0.25)
+    settings = EvalSettings(n_bootstrap=10, grid_points=8)
+    metrics, _ = evaluate(y, results, time_frame(y, folds, settings), settings, classifier=False)
+    assert [p["constant_risk"] for p in metrics["per_fold"]] == [False, False, True, False]
+    assert metrics["constant_risk_folds"] == [{"repeat": 0, "fold": 2}]
+    assert any("same risk" in n for n in metrics["notes"])
+    assert M.constant_risk(np.zeros(5)) and not M.constant_risk(np.array([0.0, 1e-6]))
+
+
 def test_calibration_table_uses_kaplan_meier_per_group():
     rng = np.random.default_rng(2)
     y = make_y(rng.exponential(400, 60) + 1, rng.random(60) < 0.8)

@@ -109,13 +109,16 @@ def test_bins_come_from_the_training_patients_uncensored_times(fabricated):
               encoder="hipt4k"),
     ModelSpec("coxnet", "coxnet", search={"alpha": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
               n_trials=3),
-], ids=["porpoise-early-stopping", "hipt_gp-early-stopping", "coxnet-hpo"])
+    ModelSpec("logistic", "logistic"),
+    ModelSpec("rf", "rf_classifier", params={"n_estimators": 50}),
+], ids=["porpoise-early-stopping", "hipt_gp-early-stopping", "coxnet-hpo", "logistic-median-horizon",
+        "rf-classifier-median-horizon"])
 def test_test_fold_outcomes_never_reach_the_fitted_model(fabricated, spec, tmp_path):
     """Scrambling the reporting fold's times and events changes nothing the fold model predicts:
-    bins, preprocessing, tuning and early stopping used training patients only."""
+    bins, preprocessing, tuning, early stopping and the classifiers' horizon (``horizon_days: null``)
+    used training patients only. The time frame is built from each data set, as run_cv does."""
     data, bags = fabricated
     fold = outer_folds(data.y, 4, 1, 0)[1]
-    frame = time_frame(data.y, [fold], EvalSettings())
     rng = np.random.default_rng(9)
     y2 = data.y.copy()
     y2["time"][fold.test] = rng.uniform(1, 5000, len(fold.test))
@@ -123,6 +126,7 @@ def test_test_fold_outcomes_never_reach_the_fitted_model(fabricated, spec, tmp_p
     scrambled = SurvivalData(data.patient_id, data.X, y2)
     runs = []
     for i, d in enumerate((data, scrambled)):
+        frame = time_frame(d.y, [fold], EvalSettings(horizon_days=None))
         runs.append(run_fold(spec, d, fold, frame, CVSettings(), HPOSettings(str(tmp_path / str(i))), "k", 2,
                              bags=bags, device=CPU))
     assert np.array_equal(runs[0].risk, runs[1].risk)

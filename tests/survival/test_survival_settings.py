@@ -92,6 +92,34 @@ def test_a_cohort_too_small_for_the_folds_gets_no_survival_jobs():
     assert "3 event(s), fewer than survival.cv.n_splits = 5" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], cv)
     assert "2 censored patient(s)" in cv_blocker([1] * 8 + [0, 0], cv)
     assert cv_blocker([1] * 8, cv) is None  # no censoring at all is fine
+
+
+def test_inner_folds_are_checked_when_planning_and_named_by_their_key():
+    """A tuned model needs cv.inner_splits folds, each with an event (and a censored patient when there
+    are any), inside the smallest training part; the error named cv.n_splits, in the job, after the other
+    stages had run."""
+    from tessera.survival.cv import inner_folds
+    from tessera.survival.data import make_y
+
+    cv = CVSettings(n_splits=2, inner_splits=3)
+    tuned = parse_survival_config({"models": [{"name": "c", "kind": "coxnet", "search": {
+        "alpha": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}}]}).models
+    fixed = parse_survival_config({"models": [{"name": "r", "kind": "cox_ridge"}]}).models
+    event = [1] * 6 + [0] * 8  # a training part of 2 folds keeps 3 events and 4 censored patients
+    assert cv_blocker(event, CVSettings(n_splits=2, inner_splits=4)) is None  # nothing is tuned
+    assert cv_blocker(event, CVSettings(n_splits=2, inner_splits=4), fixed) is None
+    assert cv_blocker(event, CVSettings(n_splits=2, inner_splits=3), tuned) is None
+    blocked = cv_blocker(event, CVSettings(n_splits=2, inner_splits=4), tuned)
+    assert "keeps as few as 3 of the clinical table's 6 event(s), fewer than survival.cv.inner_splits = 4" in blocked
+    assert blocked.endswith("Fix: lower survival.cv.inner_splits (at most 3), or use a larger cohort")
+    # 4 events, 2 censored: a training part keeps 1 censored patient, so no inner split can work
+    blocked = cv_blocker([1, 1, 1, 1, 0, 0], cv, tuned)
+    assert "1 of the clinical table's 2 censored patient(s)" in blocked and "survival.cv.inner_splits = 3" in blocked
+    assert blocked.endswith("Fix: give c fixed params instead of a search space, or use a larger cohort")
+    # the outer check names the class that limits the folds: 3 events but 2 censored patients
+    assert "Fix: lower survival.cv.n_splits (at most 2)" in cv_blocker([1, 1, 1, 0, 0], CVSettings(n_splits=3))
+    with pytest.raises(InputError, match="field 'survival.cv.inner_splits'"):  # the job names the same key
+        next(inner_folds(make_y([5.0, 6, 7, 8], [1, 1, 0, 0]), 3, 0))
     settings = parse_survival_config({"models": [{"name": "a", "kind": "rsf"}, {"name": "b", "kind": "porpoise"}]})
     assert family_models(settings, "survival_tabular") == ["a"] and family_models(settings, "survival_deep") == ["b"]
     assert family_models(settings, "survival_tabular", active=False) == []

@@ -105,6 +105,14 @@ def test_bad_model_config_stops_before_any_job(tmp_path):
     run = _snakemake(tmp_path, "-n", "results/models/summary.tsv")
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "unknown fusion 'sum'" in out and "Fix: use bilinear or concat" in out
+    # an ordinal covariate the clinical table lacks (it was ignored silently) stops planning too
+    cfg = _config(files, MODELS[1:2])
+    cfg["survival"]["cohort"]["ordinal"] = {"stage": ["I", "II", "III", "IV"], "grade": ["G1", "G2", "G3"]}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = _snakemake(tmp_path, "-n", "results/models/summary.tsv")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and f"{files['clinical']}, field 'survival.cohort.ordinal.grade'" in out
+    assert "ordinal column(s) grade not in the clinical table" in out and "{grade: null}" in out
 
 
 def _demo_metrics(demo_run) -> dict:

@@ -10,7 +10,8 @@ The rules (bcftools 1.24 ``consensus.c``, reproduced so that per-patient sequenc
   that last base, when the previous record was not an insertion.
 - ALT bases take the case (upper/lower) of the buffer base where the record starts; the shared first
   base of an indel keeps the buffer's base.
-- A record starting before the region is clipped to it; one running past its end is truncated.
+- A record starting before the region is clipped to it (one ending before it changes nothing but still
+  blocks the records overlapping it); one running past its end is truncated.
 - ``<DEL>`` deletes ``POS+1..END``; ``<*>``/``<NON_REF>`` blocks keep the reference and block overlaps.
 
 Coordinates are 0-based.
@@ -100,13 +101,20 @@ class Haplotype:
     def apply(self, pos: int, rlen: int, ref: str, alt: str) -> str | None:
         """Apply REF→ALT at ``pos`` (``rlen`` reference bases; ``alt`` may be ``<DEL>``).
 
-        Returns ``None`` when applied, else why not (``overlap``; ``beyond region``).
+        Returns ``None`` when applied, else why not (``overlap``; ``before region``, ``beyond region``).
         """
         deletion_symbol = alt.upper() == "<DEL>"
         trim_beg = deletion_symbol or (is_indel(ref, alt) and ref[0] == alt[0])
         if self.overlaps(pos, trim_beg):
             return "overlap"
         idx = pos - self.start + self.mod_off
+        if idx + rlen <= 0:  # ends before the region (a missing genotype's first base under --missing N):
+            # bcftools writes it before its buffer, so no base of the region changes, but it still blocks
+            # the records that overlap it
+            insertion = len(alt) > rlen
+            self.prev_base_pos, self.prev_is_insert = (pos, True) if insertion else (pos + rlen - 1, False)
+            self.frozen = pos + rlen - 1
+            return "before region"
         if idx < 0:  # starts before the region: clip to it as bcftools does
             if deletion_symbol:
                 pos, rlen, idx = pos - idx - 1, rlen + idx + 1, -1

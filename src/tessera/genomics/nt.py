@@ -418,8 +418,12 @@ def read_checkpoint(source: str, work: Path) -> tuple[dict, dict[str, torch.Tens
 
 
 def load_nt(source: str | os.PathLike, kind: str, device: torch.device | str = "cpu",
-            dtype: torch.dtype = torch.float32, lowercase: str = "upper") -> NTModel:
-    """Load an NT model strictly from a local directory or ``s3://`` prefix; eval mode on ``device``."""
+            dtype: torch.dtype = torch.float32, lowercase: str = "upper", shown: str | None = None) -> NTModel:
+    """Load an NT model strictly from a local directory or ``s3://`` prefix; eval mode on ``device``.
+
+    ``shown``: the directory as the workflow names it, when ``source`` is a staged copy (a storage
+    plugin's cache): the model's ``source`` (recorded in every output) is the weights file under it.
+    """
     if kind not in KINDS:
         raise InputError(f"model kind {kind!r} is not one of {', '.join(KINDS)}", field="genomics_model.kind",
                          fix="use nt-v2 (v2 50M-500M) or nt-v1 (500M, 2.5B)")
@@ -440,6 +444,8 @@ def load_nt(source: str | os.PathLike, kind: str, device: torch.device | str = "
     random = bool(cfg.get("tessera", {}).get("random_weights", False))
     log.info("loaded %s from %s (sha256 %s%s): %d layers, hidden %d", kind, weights, sha[:12],
              ", RANDOM weights" if random else "", cfg["num_hidden_layers"], cfg["hidden_size"])
+    if shown:
+        weights = f"{str(shown).rstrip('/')}/{weights[len(source.rstrip('/')) + 1:]}"
     return NTModel(kind, model, cfg, weights, sha, random, NTTokenizer(1 if kind == "nt-v1" else 2, lowercase))
 
 

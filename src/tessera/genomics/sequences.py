@@ -24,7 +24,9 @@ and bcftools ``-H 2`` would leave it out of the second.
 **From a BAM** (no VCF): variants are called over the region with ``bcftools mpileup | bcftools call
 -m`` (the bcftools consensus how-to), positions covered by fewer than ``bam.min_depth`` reads (deletions
 counted) become ``N``, calls below ``bam.min_qual`` or overlapping a masked base are skipped, and the
-calls (unphased) are applied like a VCF's.
+calls (unphased) are applied like a VCF's. A patient with more than ``bam.max_masked_fraction`` of the
+region masked (e.g. a BAM without reads on the gene's contig) fails with that reason instead of an
+all-``N`` haplotype.
 
 Minus-strand regions are reverse-complemented after the variants are applied (``reverse_complement_minus``).
 Each patient's variants applied, skipped (with the reason) and missing are recorded per haplotype.
@@ -48,6 +50,7 @@ from tessera.errors import InputError, TesseraError
 from tessera.genomics.consensus import GVCF_REF_ALTS, Haplotype, iupac_allele, reverse_complement
 from tessera.genomics.contigs import match_contig
 from tessera.genomics.genes import Region
+from tessera.genomics.inputs import absent_sample_error, index_error, vcf_samples
 from tessera.uri import download, is_s3, split_s3
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ class BamParams:
     min_mapq: int = 20
     min_baseq: int = 13
     min_qual: float = 20.0  # calls with a lower QUAL are skipped
+    max_masked_fraction: float = 0.5  # a patient with more of the region masked fails (no usable haplotype)
 
 
 @dataclass(frozen=True)
@@ -249,26 +253,33 @@ def _check_ref(rec, region_bases: str, region: Region, vcf: str) -> None:
         )
 
 
-def read_vcf_records(vcf: str, samples: list[str], region: Region, region_bases: str) -> list[VariantRecord]:
+def read_vcf_records(
+    vcf: str, samples: list[str], region: Region, region_bases: str, shown: str | None = None,
+) -> list[VariantRecord]:
     """Records of ``vcf`` overlapping ``region`` with the genotypes of ``samples``; REF checked against
-    ``region_bases`` (the region's reference sequence).
+    ``region_bases`` (the region's reference sequence). ``shown``: the VCF's name in errors (its S3 URI
+    when ``vcf`` is a staged copy).
 
-    Raises :class:`InputError` for a missing index, an absent sample, a contig the VCF does not
-    have under any spelling, or a REF mismatch.
+    Raises :class:`InputError` for a VCF whose regions cannot be read (see
+    :func:`~tessera.genomics.inputs.index_error`), an absent sample, a contig the VCF does not have under
+    any spelling, or a REF mismatch.
     """
     import pysam
 
     try:
-        vf = pysam.VariantFile(vcf)
+        problem = index_error(vcf, "VCF", shown)
+        vf = None if problem else pysam.VariantFile(vcf)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read VCF: {e}", file=vcf, fix="give a bgzipped, indexed VCF or a BCF") from e
+        raise InputError(f"cannot read VCF: {e}", file=shown or vcf, fix="give a bgzipped, indexed VCF or a BCF") from e
+    if problem:
+        raise problem
     with vf:
         absent = [s for s in samples if s not in vf.header.samples]
         if absent:
             raise InputError(f"sample(s) {', '.join(absent)} not in the VCF", file=vcf, field="vcf_sample",
                              fix="use the sample name of the VCF header (bcftools query -l)")
         if vf.index is None:
-            raise InputError("VCF has no index", file=vcf, fix=f"index it: bcftools index -t {vcf}")
+            raise InputError("VCF index cannot be read", file=shown or vcf, fix=f"index it again: bcftools index -f -t {vcf}")
         vf.subset_samples(samples)
         contigs = set(vf.header.contigs) | set(vf.index.keys())
         contig = match_contig(region.contig, contigs, what="VCF", file=vcf)
@@ -301,20 +312,28 @@ def _alias_fasta(reference: str, rename: dict[str, str], tmp: Path) -> str:
     return str(link)
 
 
-def call_bam(bam: str, region: Region, reference: str, params: BamParams, tmp: Path) -> tuple[list[VariantRecord], np.ndarray]:
+def call_bam(
+    bam: str, region: Region, reference: str, params: BamParams, tmp: Path, shown: str | None = None,
+) -> tuple[list[VariantRecord], np.ndarray]:
     """Variant calls over ``region`` from reads (genotypes under sample ``"bam"``) and the low-coverage mask
-    (boolean over the region). ``tmp``: a scratch directory."""
+    (boolean over the region). ``tmp``: a scratch directory; ``shown``: the BAM's name in errors.
+
+    Raises :class:`InputError` for an unreadable BAM, one whose regions cannot be read (see
+    :func:`~tessera.genomics.inputs.index_error`) or one without the region's contig.
+    """
     import pysam
     import pysam.bcftools
     import pysam.samtools
 
     try:
-        with pysam.AlignmentFile(bam, "rb") as af:
-            bam_contigs = list(af.references)
-            if not af.has_index():
-                raise InputError("BAM has no index", file=bam, fix=f"index it: samtools index {bam}")
+        problem = index_error(bam, "BAM", shown)
+        if not problem:
+            with pysam.AlignmentFile(bam, "rb") as af:
+                bam_contigs = list(af.references)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read BAM: {e}", file=bam, fix="give a coordinate-sorted, indexed BAM") from e
+        raise InputError(f"cannot read BAM: {e}", file=shown or bam, fix="give a coordinate-sorted, indexed BAM") from e
+    if problem:
+        raise problem
     contig = match_contig(region.contig, bam_contigs, what="BAM", file=bam)
     tmp = Path(tempfile.mkdtemp(prefix="call-", dir=tmp))
     fasta = _alias_fasta(reference, {region.contig: contig} if contig != region.contig else {}, tmp)
@@ -395,10 +414,17 @@ def patient_sequences_shard(
         if p.get("vcf"):
             by_vcf.setdefault(p["vcf"], []).append(p)
     for vcf, group in by_vcf.items():
-        samples = sorted({p["vcf_sample"] for p in group})
         try:
             with staged(vcf, VCF_INDEXES) as local:
-                records = read_vcf_records(local, samples, region, ref_seq)
+                header = vcf_samples(local)
+                in_header = set(header)
+                absent = [p for p in group if p["vcf_sample"] not in in_header]
+                for p in absent:  # only these patients fail; the others of this VCF go on
+                    reason = str(absent_sample_error(p["vcf_sample"], vcf, header))
+                    results[p["patient_id"]] = (None, reason, "vcf", p["vcf_sample"])
+                group = [p for p in group if p["vcf_sample"] in in_header]
+                samples = sorted({p["vcf_sample"] for p in group})
+                records = read_vcf_records(local, samples, region, ref_seq, shown=vcf) if samples else []
             for p in group:
                 seqs = build_haplotypes(ref_seq, region, records, p["vcf_sample"], params)
                 results[p["patient_id"]] = (seqs, "", "vcf", p["vcf_sample"])
@@ -413,15 +439,27 @@ def patient_sequences_shard(
             continue
         try:
             with staged(p["bam"], BAM_INDEXES) as local, tempfile.TemporaryDirectory(prefix="tessera-bam-") as tmp:
-                records, masked = call_bam(local, region, reference, params.bam, Path(tmp))
+                records, masked = call_bam(local, region, reference, params.bam, Path(tmp), shown=p["bam"])
             seqs = build_haplotypes(ref_seq, region, records, "bam", params, masked=masked)
-            results[p["patient_id"]] = (seqs, "", "bam", Path(p["bam"]).name)
+            reason = _masked_reason(seqs.masked_bases, region.length, params.bam)
+            results[p["patient_id"]] = (None if reason else seqs, reason, "bam", Path(p["bam"]).name)
         except TesseraError as e:
             results[p["patient_id"]] = (None, str(e), "bam", Path(p["bam"]).name)
         except Exception as e:  # a tool failure on one BAM must not stop the shard
             log.exception("%s: BAM consensus failed", p["patient_id"])
             results[p["patient_id"]] = (None, f"unexpected {type(e).__name__}: {e}", "bam", Path(p["bam"]).name)
     return _write_shard(patients, results, region, out_dir)
+
+
+def _masked_reason(masked_bases: int, length: int, params: BamParams) -> str:
+    """Why a haplotype with ``masked_bases`` of ``length`` masked (low coverage) is not used, or ``""``."""
+    if masked_bases <= params.max_masked_fraction * length:
+        return ""
+    cause = "no read covers the region" if masked_bases == length else "low coverage"
+    return (f"{masked_bases / length:.0%} of the region masked as N ({masked_bases} of {length} bases covered by "
+            f"fewer than bam.min_depth={params.min_depth} reads; {cause}), more than "
+            f"gene_sequences.bam.max_masked_fraction={params.max_masked_fraction}. Fix: check that the BAM covers "
+            "the gene (a targeted or another sample's BAM?), or raise bam.max_masked_fraction to keep such haplotypes")
 
 
 def _write_shard(patients: list[dict], results: dict, region: Region, out_dir: Path) -> pd.DataFrame:

@@ -52,17 +52,48 @@ class CohortTable:
     summary: dict
 
 
+RESERVED = ("patient_id", "time", "event", "line")
+
+
+def check_clinical_columns(columns, covariates: list[str] | None = None, ordinal: dict | None = None,
+                           source: str | None = None) -> None:
+    """Raise :class:`InputError` when ``survival.cohort.covariates`` or ``.ordinal`` names a column the
+    clinical table (``columns``: its header) lacks. Cheap: the workflow calls it when planning."""
+    available = [c for c in columns if c not in RESERVED]
+    have = ", ".join(available) or "none"
+    unknown = [c for c in (covariates or []) if c not in available]
+    if unknown:
+        raise InputError(f"covariate(s) {', '.join(unknown)} not in the clinical table (it has {have})",
+                         file=source, field="survival.cohort.covariates",
+                         fix="name columns of the clinical table")
+    unknown = [c for c, levels in (ordinal or {}).items() if levels is not None and c not in available]
+    if unknown:
+        first = unknown[0]
+        raise InputError(
+            f"ordinal column(s) {', '.join(unknown)} not in the clinical table (its covariates: {have})",
+            file=source, field=f"survival.cohort.ordinal.{first}",
+            fix="correct the column name, or switch it off with "
+                f"'survival.cohort.ordinal: {{{first}: null}}' in your config "
+                "(config/config.yaml's demo value stays merged under a --configfile)")
+
+
+def check_cohort_columns(cohort: dict, clinical: pd.DataFrame, source: str) -> None:
+    """Planning check of ``survival.cohort`` against the clinical table read by the plan: the columns
+    the clinical modality names must exist (see :func:`check_clinical_columns`)."""
+    if "clinical" in cohort.get("modalities", ["clinical"]):
+        check_clinical_columns(clinical.columns, cohort.get("covariates"), cohort.get("ordinal"), source)
+
+
 def encode_clinical(clinical: pd.DataFrame, covariates: list[str] | None = None,
                     ordinal: dict[str, list[str]] | None = None, source: str | None = None) -> pd.DataFrame:
-    """Numeric covariate frame (index patient_id) with ``clinical__`` columns (see module docstring)."""
-    reserved = {"patient_id", "time", "event", "line"}
-    available = [c for c in clinical.columns if c not in reserved]
+    """Numeric covariate frame (index patient_id) with ``clinical__`` columns (see module docstring).
+
+    ``ordinal``: column → ordered levels (None = not ordinal; a column the table lacks is an error).
+    """
+    check_clinical_columns(clinical.columns, covariates, ordinal, source)
+    available = [c for c in clinical.columns if c not in RESERVED]
     chosen = available if covariates is None else list(covariates)
-    unknown = [c for c in chosen if c not in available]
-    if unknown:
-        raise InputError(f"covariate(s) {', '.join(unknown)} not in the clinical table (it has {', '.join(available)})",
-                         file=source, field="survival.cohort.covariates", fix="name columns of the clinical table")
-    ordinal = ordinal or {}
+    ordinal = {c: levels for c, levels in (ordinal or {}).items() if levels is not None}
     out = {}
     for col in chosen:
         raw = clinical[col].astype(str).str.strip()

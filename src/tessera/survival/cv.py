@@ -26,23 +26,27 @@ class Fold:
     test: np.ndarray
 
 
-def check_folds_possible(y: np.ndarray, n_splits: int, what: str = "the cohort") -> None:
-    """Each of ``n_splits`` stratified folds needs at least one event and one censored patient to train on."""
+def check_folds_possible(y: np.ndarray, n_splits: int, what: str = "the cohort",
+                         field: str = "survival.cv.n_splits") -> None:
+    """Each of ``n_splits`` stratified folds needs at least one event and one censored patient to train on.
+
+    ``field`` is the config key that sets ``n_splits`` (``survival.cv.inner_splits`` for inner folds).
+    """
     n_events = int(y["event"].sum())
     if n_events == 0:
         raise InputError(f"{what} has no events: every patient is censored",
                          fix="survival models need observed events; check the event column (1 = event)")
     if n_splits < 2:
-        raise InputError(f"n_splits is {n_splits}", field="survival.cv.n_splits", fix="use at least 2 folds")
+        raise InputError(f"{field.rsplit('.', 1)[-1]} is {n_splits}", field=field, fix="use at least 2 folds")
     if n_events < n_splits:
         raise InputError(
             f"{what} has {n_events} event(s), fewer than the {n_splits} folds: some test folds would have none",
-            field="survival.cv.n_splits", fix=f"use at most {max(2, n_events)} folds, or a larger cohort",
+            field=field, fix=f"use at most {max(2, n_events)} folds, or a larger cohort",
         )
     if len(y) - n_events and len(y) - n_events < n_splits:
         raise InputError(
             f"{what} has {len(y) - n_events} censored patient(s), fewer than the {n_splits} folds",
-            field="survival.cv.n_splits", fix=f"use at most {max(2, len(y) - n_events)} folds",
+            field=field, fix=f"use at most {max(2, len(y) - n_events)} folds",
         )
 
 
@@ -61,7 +65,7 @@ def outer_folds(y: np.ndarray, n_splits: int, n_repeats: int, seed: int) -> list
 
 def inner_folds(y: np.ndarray, n_splits: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stratified K-fold inside a training fold (indices relative to ``y``)."""
-    check_folds_possible(y, n_splits, what="a training fold")
+    check_folds_possible(y, n_splits, what="a training fold", field="survival.cv.inner_splits")
     event = y["event"].astype(int)
     yield from StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), event)
 

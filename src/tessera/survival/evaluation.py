@@ -41,6 +41,7 @@ class FoldResult:
     seconds: float = 0.0
     history: list[dict] | None = None
     extras: dict | None = None  # explanations of the fold model (deep model, first repeat)
+    horizon: float | None = None  # days: the horizon the fold's classifier learnt (from its training part)
 
 
 @dataclass
@@ -49,6 +50,8 @@ class TimeFrame:
 
     ``grid``: evaluation times for td-AUC and Brier; ``surv_times``: ``grid`` plus the horizon when it
     is valid (predicted survival is stored at these); ``tau``: pooled IPCW limit (whole cohort).
+    ``horizon`` (days) is where calibration and AUROC are evaluated; ``horizon_days`` is the configured
+    value (None = median time), from which each fold model takes its own (:meth:`fit_horizon`).
     """
 
     grid: np.ndarray
@@ -57,10 +60,17 @@ class TimeFrame:
     horizon_valid: bool
     tau: float
     notes: list[str] = field(default_factory=list)
+    horizon_days: float | None = None
+
+    def fit_horizon(self, y_train: np.ndarray) -> float:
+        """The horizon a fold model learns (days): the configured one, or the median time of the fold's
+        *training* patients, so that no test-fold outcome shapes the model's labels."""
+        return resolve_horizon(y_train, self.horizon_days)
 
 
 def resolve_horizon(y: np.ndarray, horizon_days: float | None) -> float:
-    """The configured horizon, or the cohort's median observed time (a design choice, not a fitted value)."""
+    """The configured horizon, or the median observed time of ``y`` (days). Models take it from their
+    training patients only (:meth:`TimeFrame.fit_horizon`); evaluation from the whole cohort."""
     return float(horizon_days) if horizon_days is not None else float(np.median(y["time"]))
 
 
@@ -84,7 +94,7 @@ def time_frame(y: np.ndarray, folds: list[Fold], settings: EvalSettings) -> Time
     if len(grid) < 2:
         notes.append("fewer than 2 valid evaluation times: no integrated Brier score")
     surv_times = np.unique(np.r_[grid, [horizon] if valid else []])
-    return TimeFrame(grid, surv_times, horizon, valid, tau, notes)
+    return TimeFrame(grid, surv_times, horizon, valid, tau, notes, settings.horizon_days)
 
 
 def _summary(values: list) -> dict:
@@ -166,8 +176,9 @@ def evaluate(y: np.ndarray, results: list[FoldResult], frame: TimeFrame, setting
         f = r.fold
         m = _metric_set(y[f.train], y[f.test], r.risk, r.surv, frame, M.ipcw_limit(y[f.train]), classifier)
         per_fold.append({"repeat": f.repeat, "fold": f.fold, "n_test": int(len(f.test)),
-                         "n_events_test": int(y["event"][f.test].sum()), **m, "params": r.params,
-                         "hpo": r.hpo})
+                         "n_events_test": int(y["event"][f.test].sum()), **m,
+                         "constant_risk": M.constant_risk(r.risk), "params": r.params,
+                         "hpo": r.hpo, **({"fit_horizon_days": r.horizon} if classifier else {})})
     names = ("c_harrell", "c_uno", "td_auc_mean", "ibs", "auroc")
     fold_summary = {k: _summary([p[k] for p in per_fold]) for k in names}
 
@@ -222,8 +233,15 @@ def evaluate(y: np.ndarray, results: list[FoldResult], frame: TimeFrame, setting
         "ipcw_limit_days": frame.tau,
         "pooled": pooled_summary, "folds": fold_summary,
         "logrank": {"per_repeat": logrank, "p_median": _median_p(logrank), "n_groups": settings.n_risk_groups},
-        "calibration": curves["calibration"], "per_fold": per_fold, "notes": list(frame.notes),
+        "calibration": curves["calibration"], "per_fold": per_fold,
+        "constant_risk_folds": [{"repeat": p["repeat"], "fold": p["fold"]}
+                                for p in per_fold if p["constant_risk"]],
+        "notes": list(frame.notes),
     }
+    n_constant = len(metrics["constant_risk_folds"])
+    if n_constant:
+        metrics["notes"].append(f"{n_constant} of {len(per_fold)} fold model(s) gave every test patient the "
+                                "same risk (no contrast; C-index 0.5 by ties): see constant_risk_folds")
     return _clean(metrics), curves
 
 

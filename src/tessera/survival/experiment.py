@@ -21,7 +21,7 @@ from tessera.survival import hpo as H
 from tessera.survival.cv import Fold, inner_folds, outer_folds
 from tessera.survival.data import SurvivalData, check_has_events
 from tessera.survival.evaluation import FoldResult, TimeFrame, resolve_horizon, time_frame
-from tessera.survival.metrics import harrell_c
+from tessera.survival.metrics import constant_risk, harrell_c
 from tessera.survival.settings import DEEP_KINDS, TABULAR_KINDS, CVSettings, EvalSettings, HPOSettings, ModelSpec
 from tessera.survival.tabular import TabularModel
 
@@ -92,20 +92,24 @@ def _study_key(spec: ModelSpec, cv: CVSettings, data: SurvivalData, bags=None) -
 
 
 def inner_cv_score(spec: ModelSpec, params: dict, train: SurvivalData, n_splits: int, seed: int, *,
-                   horizon: float, n_jobs: int = 1, bags=None, device=None) -> float:
-    """Mean Harrell's C of ``params`` over stratified inner folds of ``train`` (the HPO objective)."""
-    scores = []
+                   horizon: float, n_jobs: int = 1, bags=None, device=None) -> tuple[float, bool]:
+    """The HPO objective: mean Harrell's C of ``params`` over stratified inner folds of ``train``, and
+    whether the trial is degenerate (an inner model gave all its validation patients one risk)."""
+    scores, degenerate = [], False
     for tr, va in inner_folds(train.y, n_splits, seed):
         learner = _fit(make_learner(spec, params, horizon=horizon, n_jobs=n_jobs, bags=bags, device=device),
                        train.subset(tr))
-        scores.append(harrell_c(train.y[va], predict_risk(learner, train.subset(va))))
-    return float(np.mean(scores))
+        risk = predict_risk(learner, train.subset(va))
+        degenerate |= constant_risk(risk)
+        scores.append(harrell_c(train.y[va], risk))
+    return float(np.mean(scores)), degenerate
 
 
 def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSettings, hpo: HPOSettings, *,
-                 horizon: float, n_jobs: int = 1, bags=None, device=None):
+                 horizon: float, sampler_seed: int, n_jobs: int = 1, bags=None, device=None):
     """Tune on inner folds of ``train`` (if the spec has a search space), then fit on all of ``train``.
 
+    ``sampler_seed``: the study's own seed (see :func:`tessera.survival.hpo.sampler_seed`).
     Returns (fitted learner, parameters used, HPO summary or None).
     """
     summary, candidates = None, [{}]
@@ -115,8 +119,9 @@ def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSetting
                                   horizon=horizon, n_jobs=n_jobs, bags=bags, device=device)
 
         summary = H.tune(objective, spec.search, n_trials=spec.n_trials, storage_dir=hpo.storage_dir,
-                         study_name=study, seed=spec.seed, timeout_s=hpo.timeout_s)
+                         study_name=study, seed=sampler_seed, timeout_s=hpo.timeout_s)
         candidates = summary.pop("ranked_params")
+        degenerate = summary.pop("ranked_degenerate")
     # A solver can fail on the whole training part with values that worked on its inner folds (e.g. a
     # Coxnet penalty too small for these features): the next-best trial is used then, and recorded.
     for rank, tuned in enumerate(candidates):
@@ -129,6 +134,10 @@ def tune_and_fit(spec: ModelSpec, train: SurvivalData, study: str, cv: CVSetting
             continue
         if summary is not None:
             summary["refit_rank"] = rank
+            summary["refit_degenerate"] = degenerate[rank]
+            if degenerate[rank]:
+                log.warning("%s (%s): the chosen parameters %s gave one risk for every validation patient of "
+                            "an inner fold (no better trial could be fitted)", spec.name, study, params)
         return learner, params, summary
     raise InputError(f"model {spec.name} cannot be fitted on {len(train)} training patients with "
                      f"{'any tuned parameter set' if spec.search else f'parameters {spec.params}'} (see the job log)",
@@ -144,12 +153,19 @@ def run_fold(spec: ModelSpec, data: SurvivalData, fold: Fold, frame: TimeFrame, 
     check_has_events(train.y, f"the training part of fold {fold.fold} (repeat {fold.repeat})",
                      fix="use fewer folds or check the event column")
     study = f"{spec.name}-{key}-r{fold.repeat}-f{fold.fold}"
-    learner, params, summary = tune_and_fit(spec, train, study, cv, hpo, horizon=frame.horizon, n_jobs=n_jobs,
-                                            bags=bags, device=device)
+    horizon = frame.fit_horizon(train.y)
+    seed = H.sampler_seed(spec.seed, 1 + fold.repeat, 1 + fold.fold)
+    learner, params, summary = tune_and_fit(spec, train, study, cv, hpo, horizon=horizon, sampler_seed=seed,
+                                            n_jobs=n_jobs, bags=bags, device=device)
     risk = predict_risk(learner, test)
+    if constant_risk(risk):
+        log.warning("%s repeat %d fold %d: every test patient has the same predicted risk (%g): the fold "
+                    "model has no contrast (C-index 0.5 by ties); flagged in metrics.json (constant_risk)",
+                    spec.name, fold.repeat, fold.fold, risk[0])
     thresholds = np.quantile(predict_risk(learner, train), np.arange(1, n_risk_groups) / n_risk_groups)
     result = FoldResult(fold, risk, predict_survival(learner, test, frame.surv_times), thresholds, params, summary,
-                        history=getattr(learner, "history_", None))
+                        history=getattr(learner, "history_", None),
+                        horizon=horizon if spec.is_classifier else None)
     if explain is not None:
         result.extras = explain(learner, test, fold)
     result.seconds = time.perf_counter() - start
@@ -185,4 +201,4 @@ def fit_final(spec: ModelSpec, data: SurvivalData, cv: CVSettings, ev: EvalSetti
     """The model for later use: tuned on inner folds of all patients, fitted on all of them."""
     key = _study_key(spec, cv, data, bags)
     return tune_and_fit(spec, data, f"{spec.name}-{key}-final", cv, hpo, horizon=resolve_horizon(data.y, ev.horizon_days),
-                        n_jobs=threads, bags=bags, device=device)
+                        sampler_seed=H.sampler_seed(spec.seed, 0, 0), n_jobs=threads, bags=bags, device=device)

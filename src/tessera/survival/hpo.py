@@ -46,6 +46,18 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
     return params
 
 
+def startup_trials(n_trials: int) -> int:
+    """Random trials before TPE models the results: a third of the budget, between 1 and Optuna's default
+    10. With Optuna's fixed 10, a study of 10 trials or fewer is a random search only."""
+    return max(1, min(10, n_trials // 3))
+
+
+def sampler_seed(seed: int, *parts: int) -> int:
+    """A sampler seed from the model's ``seed`` and the study's place (e.g. repeat and fold): every study
+    draws its own candidates, reproducibly (``numpy.random.SeedSequence``; 32 bits)."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
 def study_key(*parts: object) -> str:
     """Short stable hash of JSON-serialisable parts (model spec, CV settings, cohort checksum...)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -57,11 +69,17 @@ def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, stor
          catch: tuple[type[BaseException], ...] = (ArithmeticError, ValueError, np.linalg.LinAlgError)) -> dict:
     """Maximise ``objective(params)`` over ``space`` with a seeded TPE sampler; return a summary.
 
-    The study is stored in ``{storage_dir}/{study_name}.sqlite3``; trials already finished there
-    count towards ``n_trials``. A trial whose objective raises one of ``catch`` (e.g. a solver that
-    does not converge) is recorded as failed and the search goes on. Returns ``{best_params,
-    best_value, ranked_params (completed trials, best first), n_trials, n_failed, resumed}``; raises
-    :class:`InputError` when every trial failed.
+    ``seed`` seeds the sampler: give each study its own (:func:`sampler_seed`), or studies of the same
+    space draw the same candidates. The first :func:`startup_trials` (``n_trials``) trials are random.
+
+    ``objective`` returns a score, or ``(score, degenerate)`` where ``degenerate`` says the parameters
+    gave a model without contrast (e.g. one risk for every patient, scored 0.5): such trials rank after
+    every other, whatever their score, and a degenerate best trial is logged as a warning. The study is
+    stored in ``{storage_dir}/{study_name}.sqlite3``; trials already finished there count towards
+    ``n_trials``. A trial whose objective raises one of ``catch`` (e.g. a solver that does not converge)
+    is recorded as failed and the search goes on. Returns ``{best_params, best_value, best_degenerate,
+    ranked_params (completed trials, best first), ranked_degenerate, n_trials, n_failed, n_degenerate,
+    resumed}``; raises :class:`InputError` when every trial failed.
     """
     storage_dir = Path(storage_dir)
     storage_dir.mkdir(parents=True, exist_ok=True)
@@ -70,21 +88,38 @@ def tune(objective: Callable[[dict], float], space: dict, *, n_trials: int, stor
     probe = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     done = len(probe.get_trials(deepcopy=False, states=FINISHED))
     # A resumed study gets a sampler seeded past the trials it already has, so it does not replay them.
-    sampler = optuna.samplers.TPESampler(seed=seed + 7919 * done)
+    sampler = optuna.samplers.TPESampler(seed=seed + 7919 * done, n_startup_trials=startup_trials(n_trials))
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
     remaining = max(0, n_trials - done)
     if done:
         log.info("study %s: resuming with %d finished trial(s), %d to run", study_name, done, remaining)
     if remaining:
-        study.optimize(lambda trial: objective(suggest(trial, space)), n_trials=remaining, timeout=timeout_s,
-                       catch=catch)
+        def run_trial(trial: optuna.Trial) -> float:
+            out = objective(suggest(trial, space))
+            value, degenerate = out if isinstance(out, tuple) else (out, False)
+            trial.set_user_attr("degenerate", bool(degenerate))
+            return value
+
+        study.optimize(run_trial, n_trials=remaining, timeout=timeout_s, catch=catch)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise InputError(f"every trial of study {study_name} failed",
                          fix="widen or move the search space (e.g. larger penalties), see the job log")
-    ranked = sorted(complete, key=lambda t: (-t.value, t.number))
+    ranked = sorted(complete, key=lambda t: (_degenerate(t), -t.value, t.number))
     best = ranked[0]
-    return {"best_params": best.params, "best_value": float(best.value),
+    n_degenerate = sum(map(_degenerate, complete))
+    if _degenerate(best):
+        log.warning("study %s: all %d completed trial(s) are degenerate (no contrast between patients); "
+                    "the best of them is used: %s", study_name, len(complete), best.params)
+    elif n_degenerate:
+        log.info("study %s: %d degenerate trial(s) ranked last", study_name, n_degenerate)
+    return {"best_params": best.params, "best_value": float(best.value), "best_degenerate": _degenerate(best),
             "ranked_params": [t.params for t in ranked],
+            "ranked_degenerate": [_degenerate(t) for t in ranked],
             "n_trials": len(study.get_trials(deepcopy=False, states=FINISHED)),
-            "n_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))), "resumed": done > 0}
+            "n_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+            "n_degenerate": n_degenerate, "resumed": done > 0}
+
+
+def _degenerate(trial: optuna.trial.FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get("degenerate", False))

@@ -31,6 +31,13 @@ from sksurv.nonparametric import CensoringDistributionEstimator, SurvivalFunctio
 from sksurv.util import Surv
 
 
+def constant_risk(risk: np.ndarray) -> bool:
+    """Whether ``risk`` (n,) gives every patient the same score (up to rounding): a model without
+    contrast, e.g. a penalised Cox model with every coefficient zero, whose C-index is 0.5 by ties."""
+    risk = np.asarray(risk, dtype=float)
+    return len(risk) > 1 and bool(np.ptp(risk) <= 1e-12 * max(1.0, float(np.abs(risk).max())))
+
+
 def harrell_c(y: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's concordance index (``sksurv.metrics.concordance_index_censored``)."""
     return float(concordance_index_censored(y["event"], y["time"], risk)[0])

@@ -150,7 +150,7 @@ class EvalSettings:
 
 @dataclass
 class PorpoiseParams:
-    """``survival.models[].params`` of the deep kinds (``porpoise``, ``hipt_gp``; defaults = PORPOISE's)."""
+    """``survival.models[].params`` of the deep kinds (defaults = PORPOISE's; ``hipt_lgp`` adds :class:`HIPTLGPParams`)."""
 
     fusion: str = "bilinear"
     n_bins: int = 4
@@ -286,19 +286,44 @@ def model_inputs(settings: SurvivalSettings, name: str) -> dict[str, str]:
     return inputs
 
 
-def cv_blocker(event, cv: CVSettings) -> str | None:
+def _fewest_in_training(n: int, n_splits: int) -> int:
+    """Fewest of ``n`` patients of one class left in a training part of a stratified ``n_splits``-fold
+    split (scikit-learn spreads each class over the folds as evenly as possible)."""
+    return n - -(-n // n_splits)
+
+
+def cv_blocker(event, cv: CVSettings, models: list[ModelSpec] = ()) -> str | None:
     """Why the configured cross-validation cannot run on a clinical table's ``event`` column (None if it can).
 
-    Cheap (parse time). The same condition stops a model job with an error; the workflow uses this to
-    leave the survival models out of a cohort too small for them instead of failing the whole run.
+    Checks the outer folds (``cv.n_splits``) and, when a model has a search space, the inner folds
+    that tune it inside each training part (``cv.inner_splits``): every fold needs an event and, if
+    the cohort has any, a censored patient. The message names the key and ends with the fix. Cheap
+    (parse time); the same conditions stop a model job with an error naming the same key. The workflow
+    uses this to leave the survival models out of a cohort too small for them instead of failing the
+    whole run after the other stages.
     """
     n_events = int(sum(int(e) for e in event))
     n_censored = len(event) - n_events
-    if n_events < cv.n_splits:
-        return f"the clinical table has {n_events} event(s), fewer than survival.cv.n_splits = {cv.n_splits}"
-    if 0 < n_censored < cv.n_splits:
-        return f"the clinical table has {n_censored} censored patient(s), fewer than survival.cv.n_splits = {cv.n_splits}"
-    return None
+    if n_events == 0:
+        return ("the clinical table has no events (every patient is censored). "
+                "Fix: check the event column (1 = event)")
+    counts = {"event(s)": n_events, **({"censored patient(s)": n_censored} if n_censored else {})}
+    what, n = min(counts.items(), key=lambda kv: kv[1])
+    if n < cv.n_splits:
+        return (f"the clinical table has {n} {what}, fewer than survival.cv.n_splits = {cv.n_splits}. "
+                f"Fix: lower survival.cv.n_splits (at most {max(2, n)}), or use a larger cohort")
+    tuned = [m.name for m in models if m.search]
+    if not tuned:
+        return None
+    kept = {k: _fewest_in_training(v, cv.n_splits) for k, v in counts.items()}
+    what, fewest = min(kept.items(), key=lambda kv: kv[1])
+    if fewest >= cv.inner_splits:
+        return None
+    fix = (f"lower survival.cv.inner_splits (at most {fewest})" if fewest >= 2 else
+           f"give {', '.join(tuned)} fixed params instead of a search space")
+    return (f"a training part of the {cv.n_splits} outer folds keeps as few as {fewest} of the clinical table's "
+            f"{counts[what]} {what}, fewer than survival.cv.inner_splits = {cv.inner_splits} (inner folds that "
+            f"tune {', '.join(tuned)}). Fix: {fix}, or use a larger cohort")
 
 
 def family_models(settings: SurvivalSettings, family: str, active: bool = True) -> list[str]:

@@ -11,7 +11,7 @@ Kinds (``survival.models[].kind``):
 kind            estimator                                        risk score
 ==============  ==============================================  ===================================
 cox_ridge       ``sksurv.linear_model.CoxPHSurvivalAnalysis``    linear predictor (ridge ``alpha``)
-coxnet          ``sksurv.linear_model.CoxnetSurvivalAnalysis``   linear predictor at ``alpha`` (warm-started path)
+coxnet          :class:`CoxnetAtAlpha` (sksurv Coxnet)           linear predictor at ``alpha`` (warm-started path)
 rsf             ``sksurv.ensemble.RandomSurvivalForest``         expected number of events
 gbsa            :class:`~tessera.survival.boosting.GradientBoostingSurvival` (Cox loss)
 svm             ``sksurv.svm.FastSurvivalSVM``                   ranking score (sign made risk-like)
@@ -26,6 +26,7 @@ their AUROC), but still get a prediction.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -60,8 +61,54 @@ DEFAULTS: dict[str, dict] = {
     "rf_classifier": {"n_estimators": 500, "min_samples_leaf": 5, "max_features": "sqrt"},
 }
 _SEEDED = ("rsf", "gbsa", "svm", "logistic", "rf_classifier")
-COXNET_PATH = 10  # penalties on Coxnet's warm-start path
+COXNET_PATH = 10  # penalties on Coxnet's warm-start path (at least)
+COXNET_STEP = 50 ** (1 / 9)  # largest ratio of neighbouring penalties on it (more penalties on longer paths)
+COXNET_UNCUT = 6  # scikit-survival's deviance-ratio rule stops a path only after its 6th penalty
 _THREADED = ("rsf", "rf_classifier")
+
+
+class CoxnetAtAlpha(CoxnetSurvivalAnalysis):
+    """``CoxnetSurvivalAnalysis`` fitted at one penalty ``alpha``, reached along a warm-started path.
+
+    A cold start at a small penalty often fails to converge on wide tables ("weights are too large"),
+    so the fit follows geometric steps down to ``alpha``, as glmnet does: ``path_length`` of them, or more
+    where needed to keep neighbouring penalties within a factor ``COXNET_STEP`` (1.54). The path starts
+    at ``alpha_max`` (the smallest penalty at which every coefficient is zero; from a two-point
+    scikit-survival path): started higher, the deviance does not change over the first steps and
+    scikit-survival's deviance-ratio rule ends the path there, leaving a model with no coefficients
+    at a larger penalty than asked. Should the rule still end the path early, the fit is repeated over
+    ``COXNET_UNCUT`` steps, which it cannot cut. Afterwards ``alphas_[-1] == alpha``: ``predict`` and the
+    survival functions are the model at ``alpha``. With ``alpha >= alpha_max`` every coefficient is zero
+    (a constant risk), which is the right answer there.
+    """
+
+    def __init__(self, alpha: float = 0.05, *, path_length: int = COXNET_PATH, l1_ratio: float = 0.5,
+                 penalty_factor=None, normalize: bool = False, tol: float = 1e-7, max_iter: int = 100000,
+                 verbose: bool = False, fit_baseline_model: bool = False) -> None:
+        super().__init__(l1_ratio=l1_ratio, penalty_factor=penalty_factor, normalize=normalize, tol=tol,
+                         max_iter=max_iter, verbose=verbose, fit_baseline_model=fit_baseline_model)
+        self.alpha, self.path_length = alpha, path_length
+
+    def _path_fit(self, X, y, start: float, n: int) -> bool:
+        path = np.geomspace(start, self.alpha, n) if start > self.alpha else [self.alpha]
+        self.alphas = np.asarray(path, dtype=float)
+        super().fit(X, y)
+        return bool(np.isclose(self.alphas_[-1], self.alpha, rtol=1e-12, atol=0))
+
+    def fit(self, X, y) -> "CoxnetAtAlpha":
+        """Fit ``X`` (n, p) on the structured ``y``; the fitted path ends at ``alpha``."""
+        probe = CoxnetSurvivalAnalysis(n_alphas=2, alpha_min_ratio=0.999, l1_ratio=self.l1_ratio,
+                                       penalty_factor=self.penalty_factor, normalize=self.normalize,
+                                       tol=self.tol, max_iter=self.max_iter).fit(X, y)
+        self.alpha_max_ = float(probe.alphas_[0])
+        steps = 1 + math.ceil(math.log(max(self.alpha_max_ / self.alpha, 1.0), COXNET_STEP))
+        if self._path_fit(X, y, self.alpha_max_, max(self.path_length, steps)):
+            return self
+        cut_at = float(self.alphas_[-1])
+        if self._path_fit(X, y, self.alpha_max_, COXNET_UNCUT):
+            return self
+        raise ArithmeticError(f"Coxnet's penalty path ended at {self.alphas_[-1]:g} (first try: {cut_at:g}), "
+                              f"not at alpha = {self.alpha:g}")
 
 
 def check_kind(kind: str, where: str = "survival.models[].kind") -> None:
@@ -81,11 +128,7 @@ def make_estimator(kind: str, params: dict, seed: int = 0, n_jobs: int = 1):
     if kind == "cox_ridge":
         return CoxPHSurvivalAnalysis(**p)
     if kind == "coxnet":
-        # A short path from 50x the penalty down to it, warm-started as glmnet does: the solver then
-        # converges where a cold start at a small penalty fails ("weights are too large"). The model
-        # predicts at the last (the requested) penalty; the solution is the same convex optimum.
-        alpha = p.pop("alpha")
-        return CoxnetSurvivalAnalysis(alphas=np.geomspace(50 * alpha, alpha, COXNET_PATH), fit_baseline_model=True, **p)
+        return CoxnetAtAlpha(fit_baseline_model=True, **p)
     if kind == "rsf":
         return RandomSurvivalForest(**p)
     if kind == "gbsa":
