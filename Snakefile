@@ -28,15 +28,19 @@ include: "rules/explain.smk"
 include: "rules/survival.smk"
 
 
-# The results a run makes (rule all); the manifest records them with their checksums.
-RESULTS = [
+# The results a run makes (rule all) of the stages switched on (config/README.md "Cohort inputs");
+# the manifest records them with their checksums.
+SLIDE_RESULTS = [
     "results/qc/slides.tsv",
     *expand("results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS),
     *expand(
         "results/features/{encoder}/slide_embeddings.parquet",
         encoder=PATHOLOGY_ENCODERS,
     ),
-    f"results/genomics/{NT_MODEL}/embeddings.parquet",
+]
+RESULTS = [
+    *(SLIDE_RESULTS if SLIDES_ON else []),
+    *([f"results/genomics/{NT_MODEL}/embeddings.parquet"] if GENOMICS_ON else []),
     *explain_targets(),
     *SURVIVAL_TARGETS,
 ]
@@ -50,3 +54,11 @@ rule all:
     input:
         RESULTS,
         "results/manifest.json",
+
+
+onsuccess:
+    report_failures()
+
+
+onerror:
+    report_failures()

@@ -1,17 +1,47 @@
 # Config and sheet validation, and the cohort's shard lookups, shared by every stage.
 # Parse-time work stays cheap: remote jobs parse this file again.
 
+from pathlib import Path
+
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 
-from tessera.config import check_config
+from tessera.config import (
+    check_config,
+    check_config_schema,
+    config_sources,
+    switch_stages,
+)
 from tessera.genomics.inputs import check_vcf_samples
 from tessera.plan import plan_cohort
 from tessera.remote import check_remote_inputs, tracked_files
+from tessera.runsummary import StageIndex, failure_summary
 from tessera.survival.settings import family_outputs
 
+# Every schema problem of the merged config, one line each with the file that set it, before
+# Snakemake's own validation (which prints the whole schema and config for the first problem only)
+# fills in the defaults. Merge order: the configfile directive's file, --configfile files, --config.
+_CLI_CONFIGFILES = [str(f) for f in workflow.config_settings.configfiles]
+check_config_schema(
+    config,
+    Path(workflow.basedir) / "config" / "schemas" / "config.schema.yaml",
+    config_sources(
+        [str(f) for f in workflow.configfiles if str(f) not in _CLI_CONFIGFILES]
+        + _CLI_CONFIGFILES,
+        workflow.config_settings.config,
+    ),
+)
 validate(config, "../config/schemas/config.schema.yaml")
+# `slides: null`, `genomics: null`, `clinical: null` switch stages off; survival and explain follow.
+for _note in switch_stages(
+    config, file="config (merged from config/config.yaml and --configfile/--config)"
+):
+    if workflow.is_main_process:
+        logger.info(f"tessera: {_note}")
+SLIDES_ON = config["slides"] is not None
+GENOMICS_ON = config["genomics"] is not None
 check_config(
     config, file="config (merged from config/config.yaml and --configfile/--config)"
 )
@@ -44,7 +74,11 @@ if (
     and SharedFSUsage.INPUT_OUTPUT not in workflow.storage_settings.shared_fs_usage
 ):
     check_remote_inputs(
-        [config["slides"], config["clinical"], config["genomics"]],
+        [
+            config[k]
+            for k in ("slides", "clinical", "genomics")
+            if config[k] is not None
+        ],
         tracked_files(),
         [
             (PLAN.slides, "path", config["slides"]),
@@ -77,23 +111,15 @@ def shard_dirs(pattern, shards):
 
 def explain_targets():
     """The report explaining `explain.model`'s out-of-fold risk (config checks name a configured model
-    and encoder); none when the cohort is too small for the survival folds, so no model runs.
+    and encoder), or with `explain.model` null the clusters without a risk; none without slides, or
+    when the cohort is too small for the survival folds, so the model does not run.
     `snakemake results/explain/<encoder>/report.html` still runs it on existing inputs.
     """
-    if not SURVIVAL_ACTIVE:
+    if not SLIDES_ON or (
+        config["explain"]["model"] is not None and not SURVIVAL_ACTIVE
+    ):
         return []
     return [f"results/explain/{config['explain']['encoder']}/report.html"]
-
-
-def explain_heatmap_inputs(wildcards):
-    """The attention heatmaps of `explain.attention_model` (none when it is null)."""
-    model = config["explain"].get("attention_model")
-    if not model:
-        return {}
-    return {
-        "heatmaps": f"results/models/{model}/heatmaps.tsv",
-        "heatmap_dir": f"results/models/{model}/heatmaps",
-    }
 
 
 # --- `snakemake --report`: outputs registered with their captions (report/), by category ---
@@ -170,3 +196,36 @@ def survival_item(path, caption, subcategory, label):
         subcategory=subcategory,
         labels={"result": label},
     )
+
+
+def report_failures():
+    """At the end of a run (Snakefile onsuccess/onerror): per stage, the slides or patients
+    that failed, by reason, and where the index is."""
+    stages = [
+        StageIndex(
+            "slides", "slides", ("results/qc/slides.tsv",), "results/qc/slides.tsv"
+        )
+    ]
+    for encoder in PATHOLOGY_ENCODERS:
+        pattern = f"results/features/{encoder}/shard-{{shard}}/index.tsv"
+        stages.append(
+            StageIndex(
+                f"features {encoder}",
+                "slides",
+                tuple(shard_dirs(pattern, PLAN.slide_shards)),
+                pattern.replace("{shard}", "*"),
+            )
+        )
+    for gene in GENES:
+        pattern = f"results/genomics/sequences/{gene}/shard-{{shard}}/index.tsv"
+        stages.append(
+            StageIndex(
+                f"sequences {gene}",
+                "patients",
+                tuple(shard_dirs(pattern, PLAN.genomics_shards)),
+                pattern.replace("{shard}", "*"),
+            )
+        )
+    lines, failed = failure_summary(stages)
+    for line in ["Failed slides and patients (later stages skip them):", *lines]:
+        (logger.warning if failed else logger.info)(line)

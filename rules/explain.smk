@@ -7,6 +7,20 @@
 from tessera.pathology.encoders import registry as encoder_registry
 
 EXPLAIN = config["explain"]
+# The report's inputs besides the clusters: the slide sheet (cluster maps) and, unless explain.model is
+# null (no survival stage, or asked for), the model's out-of-fold risk and the clinical covariates.
+EXPLAIN_INPUTS = {"slides": config["slides"]} if SLIDES_ON else {}
+if EXPLAIN["model"] is not None:
+    EXPLAIN_INPUTS.update(
+        oof=f"results/models/{EXPLAIN['model']}/oof_predictions.tsv",
+        clinical=config["clinical"],
+    )
+# explain.attention_model: that deep model's attention heatmaps beside the cluster maps
+if EXPLAIN.get("attention_model"):
+    EXPLAIN_INPUTS.update(
+        heatmaps=f"results/models/{EXPLAIN['attention_model']}/heatmaps.tsv",
+        heatmap_dir=f"results/models/{EXPLAIN['attention_model']}/heatmaps",
+    )
 
 # The pseudonym salt is a secret: it travels as an environment variable (checked at parse time by
 # tessera.config), which remote executors pass on to their jobs, never in a config or params.
@@ -90,14 +104,11 @@ rule explain_assign:
 
 rule explain_report:
     input:
-        unpack(explain_heatmap_inputs),
+        **EXPLAIN_INPUTS,
         assign=shard_dirs(
             "results/explain/{{encoder}}/assign/shard-{shard}", PLAN.slide_shards
         ),
         centroids="results/explain/{encoder}/centroids.h5",
-        oof=f"results/models/{EXPLAIN['model']}/oof_predictions.tsv",
-        clinical=config["clinical"],
-        slides=config["slides"],
     output:
         report=explain_report_item("report.html", "report.rst", "report"),
         clusters=explain_report_item("clusters.tsv", "clusters.rst", "clusters"),

@@ -134,8 +134,8 @@ rule embed_gene:
         runtime=240,
     params:
         # as the workflow names them (recorded in the outputs); the job reads input.weights when given
-        # (random weights: a staged copy under S3 storage)
-        weights=NT_WEIGHTS,
+        # (random weights: a staged copy under S3 storage). A function: the name, not a file to stage.
+        weights=lambda wildcards: NT_WEIGHTS,
         model=canonical(config["genomics_model"]),
     script:
         "../scripts/embed_gene.py"

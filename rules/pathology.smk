@@ -12,7 +12,7 @@ PATHOLOGY_ENCODERS = list(
     check_pathology_config(config, file="config (pathology section)").outputs
 )
 
-if workflow.is_main_process and uses_random_weights(config):
+if workflow.is_main_process and SLIDES_ON and uses_random_weights(config):
     logger.warning(
         "WARNING: pathology encoders with RANDOM weights: "
         + ", ".join(uses_random_weights(config))

@@ -14,20 +14,37 @@ from tessera.manifest import CONTEXT_ENV, run_context
 if workflow.is_main_process:
     os.environ[CONTEXT_ENV] = json.dumps(run_context(sys.argv[1:], os.environ))
 
-
-rule manifest:
-    input:
-        results=RESULTS,
-        slides=config["slides"],
-        clinical=config["clinical"],
-        genomics=config["genomics"],
+# The inputs the manifest checksums: the sheets given (not null), the reference and annotation with
+# the genomic stage; the feature indexes and gene tables of the stages that run.
+MANIFEST_INPUTS = {
+    role: path
+    for role, path in {
+        "slides": config["slides"],
+        "clinical": config["clinical"],
+        "genomics": config["genomics"],
+    }.items()
+    if path is not None
+}
+if GENOMICS_ON:
+    MANIFEST_INPUTS.update(
         reference=config["reference"],
         reference_fai=config["reference"] + ".fai",
         annotation=config["annotation"],
+    )
+MANIFEST_ENCODERS = PATHOLOGY_ENCODERS if SLIDES_ON else []
+
+
+rule manifest:
+    input:
+        **MANIFEST_INPUTS,
+        results=RESULTS,
         feature_indexes=expand(
-            "results/features/{encoder}/index.tsv", encoder=PATHOLOGY_ENCODERS
+            "results/features/{encoder}/index.tsv", encoder=MANIFEST_ENCODERS
         ),
-        gene_tables=expand(f"results/genomics/{NT_MODEL}/{{gene}}.parquet", gene=GENES),
+        gene_tables=expand(
+            f"results/genomics/{NT_MODEL}/{{gene}}.parquet",
+            gene=GENES if GENOMICS_ON else [],
+        ),
     output:
         report(
             "results/manifest.json",
@@ -46,16 +63,9 @@ rule manifest:
         config=canonical(config),
         # the paths as the workflow names them (under S3 storage the job reads staged copies)
         results=RESULTS,
-        inputs={
-            "slides": config["slides"],
-            "clinical": config["clinical"],
-            "genomics": config["genomics"],
-            "reference": config["reference"],
-            "reference_fai": config["reference"] + ".fai",
-            "annotation": config["annotation"],
-        },
+        inputs=MANIFEST_INPUTS,
         config_files=[str(f) for f in workflow.configfiles],
-        encoders=PATHOLOGY_ENCODERS,
+        encoders=MANIFEST_ENCODERS,
         source=workflow.basedir,
         # where the feature files are when outputs go to storage (they are not kept here)
         storage_prefix=(

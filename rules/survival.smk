@@ -8,6 +8,7 @@ from snakemake.logging import logger
 
 from tessera.survival.cohort_table import check_cohort_columns
 from tessera.survival.settings import (
+    DEEP_KINDS,
     cohort_inputs,
     cv_blocker,
     family_models,
@@ -21,7 +22,9 @@ SURVIVAL = parse_survival_config(
     config.get("survival", {}),
     file="config (merged from config/config.yaml and --configfile/--config)",
 )
-check_cohort_columns(SURVIVAL.cohort, PLAN.clinical, config["clinical"])
+# Without a clinical table (clinical: null) there is no survival stage, so no columns to check.
+if config["clinical"] is not None:
+    check_cohort_columns(SURVIVAL.cohort, PLAN.clinical, config["clinical"])
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
 # (the heatmap keys are read by survival_heatmaps alone: changing them redraws, never retrains)
 SURVIVAL_SHARED = {
@@ -35,13 +38,16 @@ SURVIVAL_SHARED["explain"] = {
 # A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
 SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv, SURVIVAL.models)
 SURVIVAL_ACTIVE = bool(SURVIVAL.models) and SURVIVAL_BLOCKED is None
+# Attention heatmaps: every deep model that reads slides (none when the slide stage is off)
+HEATMAP_MODELS = [
+    m.name
+    for m in SURVIVAL.models
+    if m.kind in DEEP_KINDS and m.encoder and SLIDES_ON and SURVIVAL_ACTIVE
+]
 SURVIVAL_TARGETS = (
     [
         "results/models/summary.tsv",
-        *expand(
-            "results/models/{model}/heatmaps.tsv",
-            model=family_models(SURVIVAL, "survival_deep"),
-        ),
+        *expand("results/models/{model}/heatmaps.tsv", model=HEATMAP_MODELS),
     ]
     if SURVIVAL_ACTIVE
     else []
@@ -190,7 +196,7 @@ rule survival_heatmaps:
     input:
         attention="results/models/{model}/attention.parquet",
         oof="results/models/{model}/oof_predictions.tsv",
-        slides=config["slides"],
+        slides=config["slides"] or [],
     output:
         heatmaps=report(
             directory("results/models/{model}/heatmaps"),
@@ -212,7 +218,7 @@ rule survival_heatmaps:
     benchmark:
         "logs/benchmarks/survival/{model}-heatmaps.tsv"
     wildcard_constraints:
-        model=name_constraint(family_models(SURVIVAL, "survival_deep", SURVIVAL_ACTIVE)),
+        model=name_constraint(HEATMAP_MODELS),
     conda:
         "../envs/explain.yaml"
     resources:

@@ -14,10 +14,10 @@ with log_to(snakemake.log[0]):
         missing=cfg.get("missing", "drop"),
         covariates=cfg.get("covariates"),
         ordinal=cfg.get("ordinal"),
-        slides=read_slide_sheet(inp.slides),
+        slides=read_slide_sheet(inp.slides) if hasattr(inp, "slides") else None,
         qc_tsv=getattr(inp, "qc", None),
         slide_embeddings=getattr(inp, "slide_embeddings", None),
-        genomics=read_genomics_sheet(inp.genomics),
+        genomics=read_genomics_sheet(inp.genomics) if hasattr(inp, "genomics") else None,
         genomic_embeddings=getattr(inp, "genomic_embeddings", None),
     )
     write_cohort_table(cohort, snakemake.output.table, snakemake.output.excluded, snakemake.output.summary)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera import devices
+from tessera import devices, locks
 
 # A fake GPU job: pin a device, hold it for a while, record when.
 JOB = """
@@ -45,8 +45,8 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("TESSERA_GPU_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setattr(devices, "_nvidia_smi_count", lambda: 0)
     yield
-    while devices._held:
-        os.close(devices._held.pop())
+    while locks._held:
+        os.close(locks._held.popitem()[1])
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_host_gpus_reads_the_environment(clean_env, monkeypatch, visible, count,
 def test_one_listed_gpu_is_kept_without_a_lock(clean_env, monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
     assert devices.pin_gpu() == "5"
-    assert not devices._held and not (tmp_path / "locks").exists()
+    assert not locks._held and not (tmp_path / "locks").exists()
 
 
 def test_several_listed_gpus_are_shared_out_one_each(clean_env, monkeypatch, tmp_path):
@@ -80,7 +80,7 @@ def test_several_listed_gpus_are_shared_out_one_each(clean_env, monkeypatch, tmp
     assert devices.pin_gpu() == "2"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
     assert devices.pin_gpu() == "2"  # pinned already: the same GPU, no second lock
-    assert len(devices._held) == 1
+    assert len(locks._held) == 1
     # another process sharing the lock directory gets the other GPU
     out = subprocess.run([sys.executable, "-c", JOB, "x", "0"], env=_env(tmp_path, CUDA_VISIBLE_DEVICES="2,3"),
                          capture_output=True, text=True, check=True).stdout
@@ -113,7 +113,7 @@ def test_the_gpu_slurm_allocated_is_the_one_used(clean_env, monkeypatch, tmp_pat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what slurmd sets for the job's GPU
     assert devices.pin_gpu() == "3"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
-    assert not devices._held and not (tmp_path / "locks").exists()
+    assert not locks._held and not (tmp_path / "locks").exists()
 
 
 def test_slurm_jobs_never_wait_for_each_others_gpus(clean_env, monkeypatch, tmp_path):
@@ -170,8 +170,36 @@ def test_a_killed_jobs_gpu_is_released(tmp_path):
         assert time.monotonic() - started < 5
     finally:
         holder.kill()
-        while devices._held:
-            os.close(devices._held.pop())
+        while locks._held:
+            os.close(locks._held.popitem()[1])
+
+
+# A GPU job that forks a child (as DataLoader workers are forked) which outlives it; it writes the child's PID.
+JOB_FORKS = """
+import os, sys, time
+from tessera.devices import pin_gpu
+pin_gpu()
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+open(sys.argv[1], "w").write(str(child))
+"""
+
+
+def test_a_child_that_outlives_its_job_does_not_keep_the_gpu(tmp_path):
+    env = _env(tmp_path, TESSERA_GPU_COUNT="1")
+    pid_file = tmp_path / "child.pid"
+    subprocess.run([sys.executable, "-c", JOB_FORKS, str(pid_file)], env=env, check=True, timeout=60,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = int(pid_file.read_text())
+    try:
+        os.kill(child, 0)  # the job has ended, its child still runs
+        assert devices.acquire_gpu(["0"], tmp_path / "locks", timeout_s=0) == "0"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        while locks._held:
+            os.close(locks._held.popitem()[1])
 
 
 @pytest.mark.gpu

@@ -86,16 +86,46 @@ def test_workflow_runs_and_a_failing_job_reports_its_reason(sandbox, tmp_path):
         assert not any(secret in t for t in texts)
 
 
+def _bypass(case: str, creds: dict[str, str], tmp_path) -> tuple[list[str], dict[str, str], str]:
+    """``(extra arguments, extra environment, the secret that must not be sent)`` of one way credentials
+    could reach a job definition. Storage keys of their own (not the identity's) in the first three:
+    a storage setting that is a credential is guarded whoever it belongs to."""
+    storage_key, storage_secret = "AKIASTORAGE" + "7" * 9, "storage-secret-" + "x" * 24
+    if case == "variables":
+        return [], {"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": storage_key,
+                    "SNAKEMAKE_STORAGE_S3_SECRET_KEY": storage_secret}, storage_secret
+    if case == "abbreviated-options":  # argparse accepts unambiguous prefixes of options
+        return ["--storage-s3-access", storage_key, "--storage-s3-secret", storage_secret], {}, storage_secret
+    if case == "workflow-profile":
+        profile = tmp_path / "wfprofile"
+        profile.mkdir()
+        (profile / "config.v8+.yaml").write_text(
+            f"storage-s3-access-key: {storage_key}\nstorage-s3-secret-key: {storage_secret}\n")
+        return ["--workflow-profile", str(profile)], {}, storage_secret
+    if case == "envvar-by-name":  # --envvar: an abbreviation of --envvars
+        return ["--envvar", "AWS_SECRET_ACCESS_KEY"], {}, creds["AWS_SECRET_ACCESS_KEY"]
+    assert case == "envvar-by-value"
+    return ["--envvars", "MYVAR"], {"MYVAR": creds["AWS_SECRET_ACCESS_KEY"]}, creds["AWS_SECRET_ACCESS_KEY"]
+
+
 @pytest.mark.workflow
-def test_the_profile_refuses_to_put_storage_keys_into_job_definitions(sandbox, tmp_path):
+@pytest.mark.parametrize("case", ["variables", "abbreviated-options", "workflow-profile", "envvar-by-name",
+                                  "envvar-by-value"])
+def test_no_way_of_passing_credentials_puts_them_into_a_job_definition(sandbox, tmp_path, case):
+    """Each way is refused at the request itself: nothing the executor sends holds the secret."""
     emulator = sandbox["emulator"]
     before = len(emulator.requests)
-    env = dict(sandbox["env"], SNAKEMAKE_STORAGE_S3_SECRET_KEY=sandbox["credentials"]["AWS_SECRET_ACCESS_KEY"])
-    run = run_snakemake(_args("keys"), executor_workflow(tmp_path / "wf"), env)
+    args, extra_env, secret = _bypass(case, sandbox["credentials"], tmp_path)
+    run = run_snakemake(["cpu/numbers.txt", *_args(f"keys-{case}"), *args], executor_workflow(tmp_path / "wf"),
+                        dict(sandbox["env"], **extra_env))  # (the target first: --envvars takes every word after it)
+    out = run.stdout + run.stderr
     assert run.returncode != 0
-    assert "credentials would be written into every remote job's definition (SNAKEMAKE_STORAGE_S3_SECRET_KEY)" \
-        in run.stderr
-    assert len(emulator.requests) == before  # nothing was submitted
+    assert "refusing to send AWS Batch request RegisterJobDefinition: it would put credentials into a job" in out, \
+        out[-3000:]
+    sent = [r for r in emulator.requests[before:] if r.operation in ("RegisterJobDefinition", "SubmitJob")]
+    assert not sent and not any(secret in r.body for r in emulator.requests[before:])
+    # (Snakemake's own error report repeats the command line the user typed, keys included; ours masks them)
+    assert not any(secret in line for line in out.splitlines() if "refusing to send" in line)
 
 
 @pytest.mark.workflow

@@ -109,7 +109,7 @@ def test_a_job_that_would_carry_credentials_is_not_submitted(sandbox, tmp_path):
     before = emulator.calls("CreateProcessingJob")
     run = run_snakemake([*_args("leak"), "--envvars", "INNOCENT_LOOKING"], executor_workflow(tmp_path / "wf"), env)
     assert run.returncode != 0
-    assert "refusing to submit" in run.stdout + run.stderr
+    assert "refusing to send SageMaker request CreateProcessingJob" in run.stdout + run.stderr
     assert emulator.calls("CreateProcessingJob") == before
 
 

@@ -334,3 +334,21 @@ def test_config_checks_the_explain_section(monkeypatch):
     assert err.value.field == "explain.model"
     with pytest.raises(InputError, match="explain.encoder 'uni' is not one of pathology.encoders"):
         check_config({**config, "explain": {**config["explain"], "encoder": "uni"}})
+
+
+def test_report_without_a_risk_shows_the_clusters_by_prevalence(planted, tmp_path):
+    """explain.model null (no survival stage, e.g. slides alone): clusters ranked by prevalence, galleries,
+    no association, no R², every patient with patches included."""
+    from tessera.explain.report import build_report
+
+    cohort, out = planted
+    assign = sorted((out / "assign").iterdir())
+    settings = ExplainSettings(model=None, k=6, gallery_size=3, n_maps=0, min_patients=3)
+    html = build_report(assign, out / "centroids.h5", None, None, cohort["sheet"], tmp_path, settings).read_text()
+    assert 'id="no-risk"' in html and "Clusters ranked by prevalence" in html and 'id="variance-explained"' not in html
+    assert "drive the risk" not in html and len(re.findall(r'<tr><td>\d+</td>', html)) == 6
+    table = pd.read_csv(tmp_path / "clusters.tsv", sep="\t").sort_values("rank")
+    assert table["spearman_rho"].isna().all() and table["n_patients"].is_monotonic_decreasing
+    patients = pd.read_csv(tmp_path / "patients.tsv", sep="\t")
+    assert len(patients) == 40 and patients["included"].all() and not patients["has_risk"].any()
+    assert pd.read_csv(tmp_path / "variance_explained.tsv", sep="\t").empty

@@ -81,6 +81,6 @@ def test_hipt_lgp_needs_the_region_token_grids_and_heatmaps_a_deep_model():
         check_config({**tokens, "survival": {"models": [{**lgp, "encoder": "hipt256"}]}})
     models = {"models": [lgp, {"name": "cox", "kind": "coxnet"}]}
     check_config({**tokens, "survival": models, "explain": {"attention_model": "lgp"}})
-    with pytest.raises(InputError, match="explain.attention_model 'cox' is not a deep model") as err:
+    with pytest.raises(InputError, match="explain.attention_model 'cox' is not a deep model with an encoder") as err:
         check_config({**tokens, "survival": models, "explain": {"attention_model": "cox"}})
     assert err.value.field == "explain.attention_model"

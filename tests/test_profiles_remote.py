@@ -1,5 +1,4 @@
-"""Every rule of the workflow fits the remote and cluster profiles, and the credential guard of
-profiles/aws-batch.
+"""Every rule of the workflow fits the remote and cluster profiles.
 
 snakemake-executor-plugin-aws-batch reads `_gpus` (not `gpu`), accepts only Fargate's
 (memory, vCPU) pairs (silently lowering other memory values) and takes one timeout for all jobs; the
@@ -22,8 +21,7 @@ from anywhere_support import REPO, copy_cohort, copy_workflow, tiny_config
 from snakemake_executor_plugin_aws_batch.constant import VALID_RESOURCES_MAPPING
 from snakemake_executor_plugin_sagemaker.instances import InstanceChoiceError, choose_instance
 from snakemake_executor_plugin_sagemaker.jobspec import MAX_RUNTIME_S
-from tessera.errors import InputError
-from tessera.profiles import refuse_job_credentials, slurm_resources
+from tessera.profiles import slurm_resources
 
 # Prints every rule with its declared resources (None where a resource is computed per job).
 LIST_RULES = """
@@ -120,28 +118,6 @@ def test_every_rule_fits_profiles_sagemaker(rules):
         if runtime is None or not 0 < runtime * 60 <= MAX_RUNTIME_S:
             problems.append(f"{rule['name']}: runtime {runtime} min is not a SageMaker maximum runtime")
     assert not problems, "\n".join(problems)
-
-
-@pytest.mark.parametrize(
-    "argv, environ, found",
-    [
-        (["snakemake", "--storage-s3-access-key", "AKIA..."], {}, "--storage-s3-access-key"),
-        (["snakemake", "--storage-s3-secret-key=abc"], {}, "--storage-s3-secret-key"),
-        (["snakemake"], {"SNAKEMAKE_STORAGE_S3_TOKEN": "x"}, "SNAKEMAKE_STORAGE_S3_TOKEN"),
-        (["snakemake", "--envvars", "OMP_NUM_THREADS", "AWS_SECRET_ACCESS_KEY", "--jobs", "4"], {},
-         "--envvars AWS_SECRET_ACCESS_KEY"),
-        (["snakemake", "--envvars=GITHUB_TOKEN"], {}, "--envvars GITHUB_TOKEN"),
-    ],
-)
-def test_credentials_for_jobs_are_refused(argv, environ, found):
-    with pytest.raises(InputError, match="job role") as err:
-        refuse_job_credentials(argv, environ)
-    assert found in str(err.value)
-
-
-def test_a_clean_command_line_passes():
-    refuse_job_credentials(["snakemake", "--profile", "profiles/aws-batch", "--envvars", "OMP_NUM_THREADS",
-                            "--storage-s3-region", "eu-west-2"], {"SNAKEMAKE_STORAGE_S3_ACCESS_KEY": ""})
 
 
 # The cluster profiles (profiles/slurm, profiles/lsf) read where to send jobs from the launching shell.

@@ -8,7 +8,8 @@ from the job's resources (:mod:`.instances`), the ML storage volume from ``disk_
 runtime from ``runtime``; role, subnets, security groups, KMS key and tags are settings. The job reads
 its inputs from and writes its outputs to the default storage (S3) itself, with the job role's
 credentials: no credential is ever put into a job (names that look like credentials are dropped from
-its environment, and a request that would contain the submitting process's own AWS keys is refused).
+its environment, and a request that would contain the submitting process's own AWS keys or a storage
+credential is refused before it is sent: :mod:`tessera.credentials`).
 
 Status: one ``ListProcessingJobs`` call per 100 running jobs, one ``DescribeProcessingJob`` per job
 when it finishes (:mod:`.status`), which gives SageMaker's failure reason. Cancelling stops every
@@ -16,7 +17,6 @@ active job.
 """
 
 
-import dataclasses
 import re
 import shlex
 import time
@@ -38,11 +38,11 @@ from snakemake_executor_plugin_sagemaker.jobspec import (
     max_runtime_s,
     parse_tags,
     processing_job_request,
-    secrets_in,
     split_environment,
     volume_size_gb,
 )
 from snakemake_executor_plugin_sagemaker.status import ProcessingJobStatus
+from tessera.credentials import guard_requests, identity_secrets, storage_setting_secrets
 
 ECR_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^\s]+$")
 LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
@@ -121,22 +121,11 @@ class Executor(RemoteExecutor):
         self.name_prefix = job_name(self.settings.job_name_prefix, self.run_id, "", "") + "-"
         self.status = ProcessingJobStatus(self.client, self.name_prefix, self.status_rate_limiter,
                                           self.logger.warning)
-        self._secrets = self._own_secrets(session)
-
-    def _own_secrets(self, session) -> list[str]:
-        """This process's credentials (AWS and storage settings), which must never reach a job."""
-        secrets = []
-        creds = session.get_credentials()
-        if creds is not None:
-            frozen = creds.get_frozen_credentials()
-            secrets += [frozen.access_key, frozen.secret_key, frozen.token]
-        for tagged in self.workflow.storage_provider_settings.values():
-            for settings in tagged:
-                for f in dataclasses.fields(settings):
-                    if re.search(r"key|secret|token|password", f.name, re.IGNORECASE):
-                        value = getattr(settings, f.name)
-                        secrets.append(value if isinstance(value, str) else None)
-        return [s for s in secrets if s]
+        # This process's credentials and the parsed storage settings' never reach a job: every request
+        # that would carry one is refused before it is sent (tessera.credentials, as for AWS Batch).
+        storage = [s for tagged in self.workflow.storage_provider_settings.values() for s in tagged]
+        guard_requests(self.client.meta.events, "sagemaker",
+                       lambda: identity_secrets(session) + storage_setting_secrets(storage), what="SageMaker")
 
     def get_job_exec_prefix(self, job: JobExecutorInterface) -> str:
         workdir = shlex.quote(self.settings.workdir)
@@ -174,12 +163,6 @@ class Executor(RemoteExecutor):
             )
         except (InstanceChoiceError, JobSpecError) as e:
             raise WorkflowError(f"cannot run job {job.jobid} (rule {job.name}) on SageMaker: {e}") from e
-        leaked = secrets_in(request, self._secrets)
-        if leaked:
-            raise WorkflowError(
-                f"refusing to submit job {job.jobid}: its request would contain credentials ({', '.join(leaked)}). "
-                "Do not pass keys as storage settings or --envvars; jobs use the role's credentials."
-            )
         return request
 
     def run_job(self, job: JobExecutorInterface):

@@ -8,7 +8,6 @@ and runs: ``bash -c 'exec bash -c "$(printf %s "$@")"' snakejob PIECE1 PIECE2 â€
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -121,9 +120,3 @@ def processing_job_request(
             raise JobSpecError("give both --sagemaker-subnets and --sagemaker-security-groups, or neither")
         request["NetworkConfig"]["VpcConfig"] = {"Subnets": list(subnets), "SecurityGroupIds": list(security_groups)}
     return request
-
-
-def secrets_in(request: Mapping, secrets: Iterable[str]) -> list[str]:
-    """The (masked) secrets that occur anywhere in ``request``; values shorter than 8 characters are ignored."""
-    text = json.dumps(request)
-    return [f"{s[:4]}â€¦" for s in secrets if s and len(s) >= 8 and s in text]

@@ -2,10 +2,14 @@
 
 Snakemake only counts ``resources: gpu=1`` and never pins a device (snakemake#281), so two GPU
 jobs would both land on GPU 0. :func:`pin_gpu` gives each job its own GPU: it takes an exclusive
-``flock`` on ``{lock_dir}/gpu-{id}.lock`` for the first free GPU and holds it for the rest of the
-process. The kernel drops the lock when the process ends however it ends (crash, SIGKILL), so a
-dead job never keeps a device. The chosen GPU is exported as ``CUDA_VISIBLE_DEVICES`` before CUDA
-is initialised, so the job (and the programs it starts) see exactly one device.
+lock (:mod:`tessera.locks`) on ``{lock_dir}/gpu-{id}.lock`` for the first free GPU and holds it for
+the rest of the process. The chosen GPU is exported as ``CUDA_VISIBLE_DEVICES`` before CUDA is
+initialised, so the job (and the programs it starts) see exactly one device.
+
+The lock is released exactly when the job's process ends, however it ends (exit, crash, SIGKILL); a
+DataLoader worker or any other child forked by the job that outlives it (forked workers take a few
+seconds to notice their parent died) does not hold it. What the lock does not cover: a program the
+job started that goes on using the GPU after the job ended — the device counts as free while it runs.
 
 Which GPUs a job may use (:func:`host_gpus`):
 
@@ -31,7 +35,6 @@ run holds.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -42,9 +45,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from tessera import locks
 
-_held: list[int] = []  # file descriptors of held locks, open for the process lifetime
+log = logging.getLogger(__name__)
 
 
 def default_lock_dir() -> Path:
@@ -95,18 +98,6 @@ def visible_gpu_count() -> int:
     return len(host_gpus())
 
 
-def _open_lock(path: Path) -> int:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another user's lock file: flock works on a read-only descriptor too
-        return os.open(path, os.O_RDONLY)
-    try:
-        os.fchmod(fd, 0o666)  # let other users' jobs lock it as well
-    except OSError:
-        pass
-    return fd
-
-
 def _lock_dir_ready(lock_dir: Path) -> None:
     if not lock_dir.is_dir():
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +121,7 @@ def acquire_gpu(
 ) -> str:
     """Lock the first free GPU of ``gpus`` (IDs), waiting up to ``timeout_s`` seconds; return its ID.
 
-    The lock is held until the process exits. Raises ``TimeoutError`` if none frees up in time
+    The lock is held until the process exits (module docstring). Raises ``TimeoutError`` if none frees up in time
     (``timeout_s=0`` tries once).
     """
     if not gpus:
@@ -140,19 +131,9 @@ def acquire_gpu(
     deadline = time.monotonic() + timeout_s
     while True:
         for gpu in gpus:
-            fd = _open_lock(lock_dir / _lock_name(gpu))
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            try:  # who holds it, for a person looking at the lock directory
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-            except OSError:
-                pass
-            _held.append(fd)
-            return gpu
+            path = lock_dir / _lock_name(gpu)
+            if not locks.holds(path) and locks.try_lock(path):
+                return gpu
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no free GPU among {list(gpus)} after {timeout_s:.0f} s (locks in {lock_dir})")
         time.sleep(poll_s)

@@ -38,12 +38,19 @@ class InputError(TesseraError):
 
 
 class InputErrors(InputError):
-    """Several problems found in one input, reported together so one pass fixes them all."""
+    """Several problems found in one or more inputs, reported together so one pass fixes them all
+    (at most ``limit`` shown per file, so one long list does not hide another file's)."""
 
     def __init__(self, file: str, errors: list[InputError], limit: int = 20) -> None:
         self.errors = errors
-        shown = "\n  ".join(str(e) for e in errors[:limit])
-        more = f"\n  ... and {len(errors) - limit} more" if len(errors) > limit else ""
+        counts: dict = {}
+        lines = []
+        for e in errors:
+            counts[e.file] = counts.get(e.file, 0) + 1
+            if counts[e.file] <= limit:
+                lines.append(str(e))
+        shown = "\n  ".join(lines)
+        more = f"\n  ... and {len(errors) - len(lines)} more" if len(errors) > len(lines) else ""
         TesseraError.__init__(self, f"{len(errors)} problem(s) in {file}:\n  {shown}{more}")
         self.problem, self.file, self.line, self.field, self.fix = str(self), file, None, None, None
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tessera.sheets import check_patients_known, read_clinical, read_genomics_sheet, read_slide_sheet
+from tessera.errors import InputError, InputErrors
+from tessera.sheets import (
+    CLINICAL_COLUMNS,
+    GENOMICS_COLUMNS,
+    check_patients_known,
+    read_clinical,
+    read_genomics_sheet,
+    read_slide_sheet,
+)
 from tessera.shards import shard_label
 
 
@@ -45,17 +53,40 @@ def _by_shard(patient_ids: pd.Series, n_shards: int) -> pd.Series:
 
 
 def plan_cohort(config: dict) -> CohortPlan:
-    """Read and check the sheets named in ``config``; group slides and patients by shard.
+    """Read and check the sheets named in ``config``; group slides and patients by shard. A sheet that
+    is null in ``config`` (its stage switched off) plans as an empty one.
 
-    Raises :class:`~tessera.errors.InputError` for any invalid sheet, and when a slide or genomics
-    row names a patient absent from the clinical table.
+    Raises :class:`~tessera.errors.InputErrors` listing every problem of every sheet (invalid rows,
+    a slide or genomics row naming a patient absent from the clinical table) in one go.
     """
     n_shards = int(config.get("n_shards", 8))
-    slides = read_slide_sheet(config["slides"])
-    clinical = read_clinical(config["clinical"])
-    genomics = read_genomics_sheet(config["genomics"])
-    check_patients_known(slides, config["slides"], clinical, config["clinical"])
-    check_patients_known(genomics, config["genomics"], clinical, config["clinical"])
+    problems: list[InputError] = []
+
+    def checked(check, *args):
+        """Run one sheet check, keeping its problems so that every sheet's are reported together."""
+        try:
+            return check(*args)
+        except InputErrors as e:
+            problems.extend(e.errors)
+        except InputError as e:
+            problems.append(e)
+        return None
+
+    # A sheet switched off with null (tessera.config.switch_stages) plans as an empty one.
+    empty = {"slides": ("slide_id", "patient_id", "path", "mpp", "line"),
+             "clinical": (*CLINICAL_COLUMNS, "line"), "genomics": (*GENOMICS_COLUMNS, "line")}
+    sheets = {}
+    for key, read in (("slides", read_slide_sheet), ("clinical", read_clinical), ("genomics", read_genomics_sheet)):
+        sheets[key] = checked(read, config[key]) if config.get(key) is not None else pd.DataFrame(
+            columns=list(empty[key]))
+    slides, clinical, genomics = sheets["slides"], sheets["clinical"], sheets["genomics"]
+    if clinical is not None and config.get("clinical") is not None:
+        for table, key in ((slides, "slides"), (genomics, "genomics")):
+            if table is not None and config.get(key) is not None:
+                checked(check_patients_known, table, config[key], clinical, config["clinical"])
+    if problems:
+        files = ", ".join(dict.fromkeys(str(e.file) for e in problems))
+        raise InputErrors(f"the sheets ({files})", problems)
 
     slides = slides.assign(shard=_by_shard(slides["patient_id"], n_shards))
     records = slides[["slide_id", "patient_id", "path", "mpp", "shard"]].astype(object)

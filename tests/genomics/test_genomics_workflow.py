@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
+import yaml
 from conftest import cohort_config, run_snakemake
 
 TARGET = "results/genomics/nt-v2-random-demo/embeddings.parquet"
@@ -11,9 +14,21 @@ TARGET = "results/genomics/nt-v2-random-demo/embeddings.parquet"
 
 @pytest.mark.workflow
 def test_demo_genomics_embeds_every_patient_with_genomic_data(tiny_cohort, tmp_path):
+    """Also README's "genomes + clinical" config (`slides: null`): the default target runs the genomic and
+    survival stages (one Cox model, folds the 6 patients fill) and the manifest, and no slide stage."""
     cohort = tiny_cohort
-    config = cohort_config(cohort, tmp_path, n_shards=2)
-    run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2", TARGET)
+    config = cohort_config(cohort, tmp_path, n_shards=2, slides=None)
+    settings = yaml.safe_load(config.read_text())
+    settings["survival"]["cv"].update(n_splits=2, n_repeats=1, inner_splits=2)
+    settings["survival"]["models"] = [m for m in settings["survival"]["models"] if m["name"] == "cox_ridge"]
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
+    table = pd.read_parquet(tmp_path / "results/cohort/table.parquet")
+    assert {c.split("__")[0] for c in table.columns if "__" in c} == {"clinical", "genomics"}
+    assert (tmp_path / "results/models/cox_ridge/metrics.json").is_file()
+    assert not (tmp_path / "results/slides").exists() and not (tmp_path / "results/features").exists()
+    manifest = json.loads((tmp_path / "results/manifest.json").read_text())
+    assert "slides" not in manifest["inputs"] and {"clinical", "genomics", "reference"} <= set(manifest["inputs"])
 
     truth = pd.read_csv(cohort / "truth.tsv", sep="\t")
     with_data = sorted(truth.loc[truth["genomics"] != "none", "patient_id"])

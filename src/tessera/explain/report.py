@@ -46,7 +46,7 @@ class ExplainSettings:
     """Config section ``explain`` (see config/README.md)."""
 
     encoder: str = "hipt256"
-    model: str = "coxnet"
+    model: str | None = "coxnet"  # None: no risk to explain (the clusters ranked by prevalence)
     attention_model: str | None = None
     k: int | str = "auto"
     per_slide_cap: int = 256
@@ -97,18 +97,20 @@ def _tsv(path: Path, table: pd.DataFrame) -> None:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-def _patients_table(index: pd.DataFrame, fractions: pd.DataFrame, oof: pd.DataFrame, without: list[str],
+def _patients_table(index: pd.DataFrame, fractions: pd.DataFrame, oof: pd.DataFrame | None, without: list[str],
                     ids: Pseudonyms) -> pd.DataFrame:
-    """Every patient with slides or a risk: what they contribute and why they are left out.
+    """Every patient with slides or a risk: what they contribute and why they are left out (``oof``
+    None: no risk is explained, every patient with patches is included).
 
     With pseudonyms, a reason names slides by pseudonym and leaves out the slides' free-text reasons
     (they may hold file paths); the run's logs keep them.
     """
     per = index.groupby("patient_id").agg(n_slides=("slide_id", "size"), n_patches=("n_patches", "sum"))
-    out = pd.DataFrame(index=pd.Index(sorted(set(per.index) | set(oof.index)), name="patient_id"))
+    risk_ids = oof.index if oof is not None else pd.Index([])
+    out = pd.DataFrame(index=pd.Index(sorted(set(per.index) | set(risk_ids)), name="patient_id"))
     out = out.join(per).fillna({"n_slides": 0, "n_patches": 0}).astype({"n_slides": int, "n_patches": int})
-    out["has_risk"] = out.index.isin(oof.index)
-    out["included"] = out.index.isin(fractions.index) & out["has_risk"]
+    out["has_risk"] = out.index.isin(risk_ids)
+    out["included"] = out.index.isin(fractions.index) & (out["has_risk"] | (oof is None))
     reason = pd.Series("", index=out.index, dtype=object)
     reason[~out.index.isin(per.index)] = "no slide with features (not in the feature index)"
     by_patient = index.groupby("patient_id")
@@ -117,7 +119,8 @@ def _patients_table(index: pd.DataFrame, fractions: pd.DataFrame, oof: pd.DataFr
         detail = "; ".join(f"{ids.slide(r.slide_id)}: {r.status}" + ("" if ids.enabled else f" ({r.reason})")
                            for r in own.itertuples())
         reason[patient] = f"no patch to assign ({detail})"
-    reason[out.index.isin(fractions.index) & ~out["has_risk"]] = "no out-of-fold risk (not in the model's cohort)"
+    if oof is not None:
+        reason[out.index.isin(fractions.index) & ~out["has_risk"]] = "no out-of-fold risk (not in the model's cohort)"
     out["reason"] = reason
     return out.reset_index().assign(patient_id=lambda t: t["patient_id"].map(ids.patient))
 
@@ -136,14 +139,30 @@ def _heatmaps(index_tsv: str | os.PathLike, model: str, ids: Pseudonyms) -> dict
     return out
 
 
+def by_prevalence(prevalence: pd.DataFrame) -> pd.DataFrame:
+    """The ranking table without a risk: clusters by share of patients, then mean fraction; the
+    association columns empty (NaN), status saying why."""
+    order = prevalence.sort_values(["n_patients", "mean_fraction"], ascending=False, kind="stable").index
+    table = pd.DataFrame(index=prevalence.index)
+    table.loc[order, "rank"] = np.arange(1, len(order) + 1)
+    table["rank"] = table["rank"].astype(int)
+    table["status"] = "not tested: no risk to explain (explain.model is null)"
+    table["n_patients_tested"] = 0
+    for col in ("spearman_rho", "spearman_p", "spearman_q", "cox_hr_per_sd", "cox_ci_low", "cox_ci_high", "cox_p",
+                "cox_q", "km_threshold", "km_n_high", "km_n_low", "logrank_p"):
+        table[col] = np.nan
+    return table.sort_values("rank")
+
+
 def build_report(
-    assign_dirs: list[str | os.PathLike], centroids_h5: str | os.PathLike, oof_tsv: str | os.PathLike,
-    clinical_tsv: str | os.PathLike, slide_sheet: str | os.PathLike, out_dir: str | os.PathLike,
+    assign_dirs: list[str | os.PathLike], centroids_h5: str | os.PathLike, oof_tsv: str | os.PathLike | None,
+    clinical_tsv: str | os.PathLike | None, slide_sheet: str | os.PathLike, out_dir: str | os.PathLike,
     settings: ExplainSettings, heatmaps_tsv: str | os.PathLike | None = None,
 ) -> Path:
     """Run the cohort-level analysis and write the report and tables into ``out_dir``; returns the report path.
 
-    ``heatmaps_tsv``: the index of ``settings.attention_model``'s attention heatmaps (section shown when given).
+    Without ``oof_tsv`` (``explain.model`` null: no survival stage, or none asked for) the report shows
+    the clusters ranked by prevalence, their galleries and maps, with no association or R² (empty tables).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,19 +171,26 @@ def build_report(
     k, prov = int(cattrs["k"]), cattrs["provenance"]
     counts, index = read_counts(assign_dirs)
     fractions_all, without = patient_fractions(counts, index, k)
-    oof = read_oof(oof_tsv)
-    included = sorted(set(fractions_all.index) & set(oof.index))
-    if len(included) < 2:
-        raise InputError(
-            f"only {len(included)} patient(s) have both patches and an out-of-fold risk", file=str(oof_tsv),
-            fix=f"check that model '{settings.model}' was trained on the patients whose slides have features",
-        )
-    fractions, outcomes = fractions_all.loc[included], oof.loc[included]
     prevalence = cluster_prevalence(fractions_all, counts)
-    assoc, curves = associate(fractions, outcomes, settings.min_patients)
-    clinical = clinical_covariates(read_clinical(clinical_tsv), settings.covariates)
-    r2 = variance_explained(fractions, clinical.reindex(included), outcomes["risk"].to_numpy(float),
-                            settings.cv_folds, settings.seed)
+    has_risk = oof_tsv is not None
+    if has_risk:
+        oof = read_oof(oof_tsv)
+        included = sorted(set(fractions_all.index) & set(oof.index))
+        if len(included) < 2:
+            raise InputError(
+                f"only {len(included)} patient(s) have both patches and an out-of-fold risk", file=str(oof_tsv),
+                fix=f"check that model '{settings.model}' was trained on the patients whose slides have features",
+            )
+        fractions, outcomes = fractions_all.loc[included], oof.loc[included]
+        assoc, curves = associate(fractions, outcomes, settings.min_patients)
+        clinical = clinical_covariates(read_clinical(clinical_tsv), settings.covariates)
+        r2 = variance_explained(fractions, clinical.reindex(included), outcomes["risk"].to_numpy(float),
+                                settings.cv_folds, settings.seed)
+    else:
+        oof, included, curves = None, sorted(fractions_all.index), {}
+        assoc = by_prevalence(prevalence)
+        r2 = pd.DataFrame({"features": pd.Series(dtype=str), "n_features": pd.Series(dtype=int),
+                           "cv_r2": pd.Series(dtype=float)})
     table = assoc.join(prevalence).sort_values("rank")
     ranked = [int(c) for c in table.index]
     colours = cluster_maps.palette(ranked, settings.n_colours)
@@ -175,7 +201,7 @@ def build_report(
     maps, maps_note = [], ""
     slide_shard = {s: d for d in assign_dirs for s in pd.read_csv(Path(d) / "index.tsv", sep="\t", dtype=str,
                                                                   keep_default_na=False)["slide_id"]}
-    tested_top = [c for c in ranked if table.loc[c, "status"].startswith("tested")]
+    tested_top = [c for c in ranked if table.loc[c, "status"].startswith("tested")] if has_risk else ranked
     picks = cluster_maps.choose_slides(counts, tested_top, settings.n_maps)
     sheet = read_slide_sheet(slide_sheet).set_index("slide_id") if picks else None
     for slide_id, c in picks:
@@ -218,14 +244,14 @@ def build_report(
         "association": data_uri(plots.association_bars(table, colours), "image/png"),
         "forest": data_uri(plots.forest(table), "image/png"),
         "km": data_uri(plots.km_grid(curves, table), "image/png"),
-    }
+    } if has_risk else {}
     patients = _patients_table(index, fractions_all, oof, without, ids)
     excluded = patients[~patients["included"]]
     bad_slides = index[index["status"] != "ok"]
     env = jinja2.Environment(loader=jinja2.PackageLoader("tessera.explain", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html.j2").render(
-        model=settings.model, encoder=settings.encoder, version=__version__, k=k, random_weights=is_random(prov),
+        model=settings.model, has_risk=has_risk, encoder=settings.encoder, version=__version__, k=k, random_weights=is_random(prov),
         pseudonymised=ids.enabled, n_patients=len(included), n_slides=int((index["status"] == "ok").sum()),
         n_patches=int(index["n_patches"].sum()), cv_folds=settings.cv_folds, min_patients=settings.min_patients,
         r2=[{"features": r.features, "n_features": r.n_features, "cv_r2": _f(r.cv_r2)} for r in r2.itertuples()],
@@ -252,6 +278,11 @@ def build_report(
         patient_id=lambda t: t["patient_id"].map(ids.patient), slide_id=lambda t: t["slide_id"].map(ids.slide)))
     write_text(out / "report.html", html)
     top = table.iloc[0]
-    log.info("report: %d clusters, %d patients; top cluster %d (rho %.2f); R2 clusters %s, clinical %s",
-             k, len(included), table.index[0], top["spearman_rho"], _f(r2["cv_r2"].iloc[0]), _f(r2["cv_r2"].iloc[1]))
+    if has_risk:
+        log.info("report: %d clusters, %d patients; top cluster %d (rho %.2f); R2 clusters %s, clinical %s",
+                 k, len(included), table.index[0], top["spearman_rho"], _f(r2["cv_r2"].iloc[0]),
+                 _f(r2["cv_r2"].iloc[1]))
+    else:
+        log.info("report without a risk (explain.model null): %d clusters, %d patients; most prevalent cluster %d "
+                 "(%d patients)", k, len(included), table.index[0], top["n_patients"])
     return out / "report.html"

@@ -259,10 +259,11 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
 
 # ------------------------------------------------------------------ workflow inputs (rules/survival.smk)
 def cohort_inputs(config: dict) -> dict[str, str]:
-    """Input files of the cohort-table job: the sheets, plus the chosen modalities' upstream tables."""
+    """Input files of the cohort-table job: the sheets (those not switched off with null), plus the
+    chosen modalities' upstream tables."""
     cohort = config.get("survival", {}).get("cohort", {})
     modalities = cohort.get("modalities", ["clinical"])
-    inputs = {"clinical": config["clinical"], "slides": config["slides"], "genomics": config["genomics"]}
+    inputs = {k: config[k] for k in ("clinical", "slides", "genomics") if config.get(k) is not None}
     if "pathology" in modalities:
         inputs["qc"] = "results/qc/slides.tsv"
         inputs["slide_embeddings"] = f"results/features/{cohort.get('pathology_encoder', 'hipt256')}/slide_embeddings.parquet"
