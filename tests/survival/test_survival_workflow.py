@@ -38,7 +38,8 @@ def _config(files: dict, models: list[dict]) -> dict:
     base["survival"]["evaluation"]["n_bootstrap"] = 30
     base["survival"]["models"] = models
     base["explain"]["model"] = models[0]["name"]
-    base["explain"]["attention_model"] = next((m["name"] for m in models if m["kind"] == "porpoise"), None)
+    base["explain"]["attention_model"] = next((m["name"] for m in models if m["kind"] == "porpoise"
+                                               and m.get("encoder")), None)
     return base
 
 
