@@ -14,8 +14,15 @@
 2. The multimodal model: seconds per epoch per 1,000 patients on CPU (bilinear fusion, bags of
    ``--instances`` 384-d instance embeddings, 200 tabular inputs), with our padded micro-batches of 8
    patients — anchor: PORPOISE's loop, one patient per forward pass with gradient accumulation.
+3. HIPT's slide-level kinds in the same run, seconds per epoch per 1,000 patients of ``--regions``
+   regions each (no tabular branch, micro-batches of 8, ``--device``): ``hipt_gp`` on 192-d region
+   features, ``hipt_lgp`` on 16 x 16 x 384 token grids with the ViT-4K fine-tuned and frozen, beside the
+   ``porpoise`` kind on the same number of 384-d instances. The ViT-4K kinds are timed on
+   ``--lgp-patients`` patients and scaled (every patient costs the same: the same number of full grids);
+   the token bags are a pool of 8 reused across patients (memory), which changes no arithmetic.
 
-Run: ``.venv/bin/python benchmarks/bench_survival.py`` (``--quick`` for a small smoke run).
+Run: ``.venv/bin/python benchmarks/bench_survival.py`` (``--quick`` for a small smoke run;
+``--skip tabular --skip deep --device cuda`` for the HIPT kinds alone on a GPU).
 """
 
 from __future__ import annotations
@@ -155,6 +162,61 @@ def bench_deep(args) -> list[dict]:
              "tessera_C": None, "anchor_C": None, "anchor_measured": "yes"}]
 
 
+def bench_hipt(args) -> list[dict]:
+    import torch
+
+    from tessera.survival.bags import Bag
+    from tessera.survival.data import make_y
+    from tessera.survival.hipt import HIPTGPModel, HIPTLGPModel
+    from tessera.survival.porpoise import PorpoiseModel
+
+    rng = np.random.default_rng(1)
+    m = args.regions
+    device = torch.device(args.device)
+
+    class PoolBags:
+        """``n`` patients' bags drawn from a pool of 8 synthetic bags of ``m`` instances of ``shape``."""
+
+        def __init__(self, shape: tuple[int, ...], dtype) -> None:
+            self.dim = shape[-1]
+            self.pool = [rng.standard_normal((m, *shape)).astype(dtype) for _ in range(8)]
+
+        def get(self, pid):
+            f = self.pool[int(pid[1:]) % len(self.pool)]
+            grid = np.full((m, 2), f.shape[1], np.int64) if f.ndim == 4 else None
+            return Bag(f, np.full(m, "s", dtype=object), np.arange(m), np.zeros((m, 2), np.int64),
+                       np.zeros(m, int), grid)
+
+    def per_epoch(learner, params: dict, bags, n: int) -> float:
+        ids = np.array([f"P{i:05d}" for i in range(n)])
+        X = pd.DataFrame(index=range(n))
+        y = make_y(rng.uniform(10, 3000, n), np.arange(n) % 5 != 4)  # 80 % events: 4 bins even at n = 4
+        model = learner({"epochs": 1, "batch_size": 32, "micro_batch": 8, **params}, bags=bags, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds, _ = timed(lambda: model.fit(X, y, ids))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return seconds * 1000 / n
+
+    torch.set_num_threads(args.jobs)
+    regions = PoolBags((192,), np.float32)
+    tokens = PoolBags((16, 16, 384), np.float16)
+    rows = [("porpoise", PorpoiseModel, {}, PoolBags((384,), np.float32), args.deep_patients, "384-d instances"),
+            ("hipt_gp", HIPTGPModel, {}, regions, args.deep_patients, "192-d region features"),
+            ("hipt_lgp (ViT-4K fine-tuned)", HIPTLGPModel, {}, tokens, args.lgp_patients, "16x16x384 token grids"),
+            ("hipt_lgp (ViT-4K frozen)", HIPTLGPModel, {"freeze_4k": True}, tokens, args.lgp_patients,
+             "16x16x384 token grids")]
+    out = []
+    for name, learner, params, bags, n, what in rows:
+        per_epoch(learner, params, bags, min(n, 4))  # warm-up (allocator, kernels)
+        s = per_epoch(learner, params, bags, n)
+        out.append({"task": f"{name}: s/epoch/1000 patients ({m} {what}, {device.type}"
+                            + (f", {args.jobs} threads" if device.type == "cpu" else "")
+                            + f"; timed on {n} patients)", "tessera_s": s})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patients", type=int, default=17000)
@@ -164,17 +226,22 @@ def main() -> None:
     ap.add_argument("--anchor-stages", type=int, default=3, help="boosting stages timed for the GBSA anchors")
     ap.add_argument("--deep-patients", type=int, default=1000)
     ap.add_argument("--instances", type=int, default=256, help="instances per patient bag")
-    ap.add_argument("--skip", choices=["tabular", "deep"], action="append", default=[])
+    ap.add_argument("--regions", type=int, default=50, help="regions per patient of the HIPT kinds")
+    ap.add_argument("--lgp-patients", type=int, default=8, help="patients the ViT-4K kinds are timed on")
+    ap.add_argument("--device", default="cpu", help="device of the HIPT kinds' timings (cpu | cuda)")
+    ap.add_argument("--skip", choices=["tabular", "deep", "hipt"], action="append", default=[])
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
     ap.add_argument("--tmp", default="/tmp/tessera-bench-survival")
     args = ap.parse_args()
     if args.quick:
         args.patients, args.features, args.deep_patients, args.instances = 2000, 100, 64, 32
+        args.regions, args.lgp_patients = 8, 4
     rows = []
     if "tabular" not in args.skip:
         rows += bench_tabular(args)
     if "deep" not in args.skip:
         rows += bench_deep(args)
+    hipt = bench_hipt(args) if "hipt" not in args.skip else []
     print(f"survival benchmark: {args.patients} patients x {args.features} features, {args.folds} folds, "
           f"{args.jobs} cores (os.cpu_count() = {os.cpu_count()}, load {os.getloadavg()[0]:.1f})")
     for r in rows:
@@ -183,6 +250,8 @@ def main() -> None:
             "" if r["anchor_C"] is None else f" (anchor {r['anchor_C']:.3f})")
         print(f"- {r['task']}: tessera {r['tessera_s']:.1f} s | anchor {r['anchor_s']:.1f} s "
               f"[{r['anchor']}; {r['anchor_measured']}] | speed-up x{ratio:.1f}{c}")
+    for r in hipt:
+        print(f"- {r['task']}: {r['tessera_s']:.1f} s")
 
 
 if __name__ == "__main__":

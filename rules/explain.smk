@@ -15,6 +15,12 @@ if EXPLAIN["model"] is not None:
         oof=f"results/models/{EXPLAIN['model']}/oof_predictions.tsv",
         clinical=config["clinical"],
     )
+# explain.attention_model: that deep model's attention heatmaps beside the cluster maps
+if EXPLAIN.get("attention_model"):
+    EXPLAIN_INPUTS.update(
+        heatmaps=f"results/models/{EXPLAIN['attention_model']}/heatmaps.tsv",
+        heatmap_dir=f"results/models/{EXPLAIN['attention_model']}/heatmaps",
+    )
 
 # The pseudonym salt is a secret: it travels as an environment variable (checked at parse time by
 # tessera.config), which remote executors pass on to their jobs, never in a config or params.

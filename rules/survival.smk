@@ -8,6 +8,7 @@ from snakemake.logging import logger
 
 from tessera.survival.cohort_table import check_cohort_columns
 from tessera.survival.settings import (
+    DEEP_KINDS,
     cohort_inputs,
     cv_blocker,
     family_models,
@@ -25,11 +26,32 @@ SURVIVAL = parse_survival_config(
 if config["clinical"] is not None:
     check_cohort_columns(SURVIVAL.cohort, PLAN.clinical, config["clinical"])
 SURVIVAL_ENTRIES = {m["name"]: m for m in config.get("survival", {}).get("models", [])}
-SURVIVAL_SHARED = {k: v for k, v in config.get("survival", {}).items() if k != "models"}
+# (the heatmap keys are read by survival_heatmaps alone: changing them redraws, never retrains)
+SURVIVAL_SHARED = {
+    k: v
+    for k, v in config.get("survival", {}).items()
+    if k not in ("models", "explain")
+}
+SURVIVAL_SHARED["explain"] = {
+    k: v for k, v in SURVIVAL.explain.items() if not k.startswith("heatmap_")
+}
 # A cohort too small for the configured folds gets no survival jobs (the rest of the workflow runs).
 SURVIVAL_BLOCKED = cv_blocker(PLAN.clinical["event"], SURVIVAL.cv, SURVIVAL.models)
 SURVIVAL_ACTIVE = bool(SURVIVAL.models) and SURVIVAL_BLOCKED is None
-SURVIVAL_TARGETS = ["results/models/summary.tsv"] if SURVIVAL_ACTIVE else []
+# Attention heatmaps: every deep model that reads slides (none when the slide stage is off)
+HEATMAP_MODELS = [
+    m.name
+    for m in SURVIVAL.models
+    if m.kind in DEEP_KINDS and m.encoder and SLIDES_ON and SURVIVAL_ACTIVE
+]
+SURVIVAL_TARGETS = (
+    [
+        "results/models/summary.tsv",
+        *expand("results/models/{model}/heatmaps.tsv", model=HEATMAP_MODELS),
+    ]
+    if SURVIVAL_ACTIVE
+    else []
+)
 if SURVIVAL.models and SURVIVAL_BLOCKED:
     logger.warning(f"tessera: no survival models in this run: {SURVIVAL_BLOCKED}.")
 
@@ -131,6 +153,15 @@ rule survival_deep:
     params:
         model=lambda wc: SURVIVAL_ENTRIES[wc.model],
         survival=SURVIVAL_SHARED,
+        # hipt_lgp starts from the pathology stage's ViT-4K (None for the other deep kinds)
+        vit4k=lambda wc: (
+            {
+                "weights": config["pathology"]["weights"].get("hipt4k"),
+                "seed": config["pathology"].get("random_seed", 0),
+            }
+            if SURVIVAL_ENTRIES[wc.model]["kind"] == "hipt_lgp"
+            else None
+        ),
     script:
         "../scripts/survival_model.py"
 
@@ -159,3 +190,42 @@ rule survival_summary:
         mem_mb=2048,
     script:
         "../scripts/survival_summary.py"
+
+
+rule survival_heatmaps:
+    input:
+        attention="results/models/{model}/attention.parquet",
+        oof="results/models/{model}/oof_predictions.tsv",
+        slides=config["slides"] or [],
+    output:
+        heatmaps=report(
+            directory("results/models/{model}/heatmaps"),
+            patterns=["{slide_id}.png"],
+            caption="../report/survival/heatmap.rst",
+            category="Survival",
+            subcategory="{model} attention heatmaps",
+            labels={"model": "{model}", "slide": "{slide_id}"},
+        ),
+        index=report(
+            "results/models/{model}/heatmaps.tsv",
+            caption="../report/survival/heatmaps_index.rst",
+            category="Survival",
+            subcategory="{model}",
+            labels={"model": "{model}", "result": "attention heatmaps (index)"},
+        ),
+    log:
+        "logs/survival/{model}-heatmaps.log",
+    benchmark:
+        "logs/benchmarks/survival/{model}-heatmaps.tsv"
+    wildcard_constraints:
+        model=name_constraint(HEATMAP_MODELS),
+    conda:
+        "../envs/explain.yaml"
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        n_slides=SURVIVAL.explain.get("heatmap_slides", 8),
+        thumbnail_px=SURVIVAL.explain.get("heatmap_px", 1024),
+    script:
+        "../scripts/survival_heatmaps.py"

@@ -10,4 +10,5 @@ from tessera.runlog import log_to
 with log_to(snakemake.log[0]):
     i = snakemake.input
     build_report(list(i.assign), i.centroids, getattr(i, "oof", None), getattr(i, "clinical", None), i.slides,
-                 Path(snakemake.output.report).parent, ExplainSettings.from_config(snakemake.params.settings))
+                 Path(snakemake.output.report).parent, ExplainSettings.from_config(snakemake.params.settings),
+                 heatmaps_tsv=getattr(i, "heatmaps", None))

@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         threads=snakemake.threads,
         feature_index=getattr(snakemake.input, "feature_index", None),
         qc=getattr(snakemake.input, "qc", None),
+        vit4k=snakemake.params.get("vit4k"),
     )

@@ -20,7 +20,7 @@ CMU_SLIDE = REPO / "src" / "tessera" / "demo" / "data" / "CMU-1-Small-Region.svs
 TEST_ENCODERS = ["hipt256", "hipt4k"]
 
 
-DEMO_TESTED_MODELS = ("coxnet", "porpoise")  # and explain.model (coxnet)
+DEMO_TESTED_MODELS = ("coxnet", "porpoise", "hipt_gp")  # and explain.model (coxnet), explain.attention_model (hipt_gp)
 
 
 def with_test_encoders(config: dict) -> dict:

@@ -6,7 +6,8 @@
   differ in colour and nuclear density, so patches of one texture land close together, as they would
   with a trained encoder.
 - Survival out-of-fold predictions (``results/models/{model}/oof_predictions.tsv``): the demo's true
-  log-hazard plus noise, as a well-fitted model would predict.
+  log-hazard plus noise, as a well-fitted model would predict; a deep model's attention over those
+  features (``results/models/{model}/attention.parquet``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,26 @@ def write_oof(workdir: Path, cohort: Path, model: str = "coxnet", seed: int = 0,
     out = workdir / "results/models" / model / "oof_predictions.tsv"
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat(rows)[["patient_id", "fold", "repeat", "risk", "time", "event"]].to_csv(out, sep="\t", index=False)
+    return out
+
+
+def write_attention(workdir: Path, model: str, encoder: str = "hipt256", seed: int = 0) -> Path:
+    """A deep model's ``attention.parquet`` (first repeat) over every instance of the features written by
+    :func:`write_features_from_slides`: seeded random weights, each patient's summing to 1."""
+    rng = np.random.default_rng(seed)
+    index = pd.read_csv(workdir / "results/features" / encoder / "index.tsv", sep="\t", dtype=str)
+    frames = []
+    for r in index.itertuples():
+        with h5py.File(workdir / r.path, "r") as f:
+            coords, size = f["coords"][()], int(f.attrs["patch_size_level0"])
+        frames.append(pd.DataFrame({"patient_id": r.patient_id, "repeat": 0, "fold": 0, "slide_id": r.slide_id,
+                                    "instance": np.arange(len(coords)), "x": coords[:, 0], "y": coords[:, 1],
+                                    "size_level0": size, "attention": rng.random(len(coords)).astype(np.float32)}))
+    table = pd.concat(frames, ignore_index=True)
+    table["attention"] /= table.groupby("patient_id")["attention"].transform("sum")
+    out = workdir / "results/models" / model / "attention.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out, index=False)
     return out
 
 

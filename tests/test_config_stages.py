@@ -28,8 +28,8 @@ def test_without_genomes_survival_uses_slides_and_clinical():
     notes = switch_stages(cfg)
     assert notes == ["genomics: null switches off the genomic stage"]
     assert cfg["survival"]["cohort"]["modalities"] == ["clinical", "pathology"]
-    assert all("genomics" not in m["pca"] for m in cfg["survival"]["models"])
-    assert len(cfg["survival"]["models"]) == 8 and cfg["explain"]["model"] == "coxnet"
+    assert all("genomics" not in m.get("pca", {}) for m in cfg["survival"]["models"])  # hipt_gp has no PCA
+    assert len(cfg["survival"]["models"]) == 9 and cfg["explain"]["model"] == "coxnet"
     check_config(cfg)
     typo = config(genomics=None)
     typo["explain"]["model"] = "coxnett"  # a wrong name is still an error, not silently no risk
@@ -48,6 +48,7 @@ def test_without_slides_the_models_that_need_them_are_left_out():
     assert "survival.models[path_only] left out: it needs pathology, switched off" in notes
     assert models(cfg)["cox_ridge"]["pca"] == {"genomics": 4}
     assert cfg["explain"]["model"] is None  # no explain stage: its model need not run
+    assert cfg["explain"]["attention_model"] is None  # nor its heatmaps' (hipt_gp reads slides: left out)
     check_config(cfg)
 
 

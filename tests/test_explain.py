@@ -315,7 +315,9 @@ def test_config_checks_the_explain_section(monkeypatch):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     schema = str(REPO / "config" / "schemas" / "config.schema.yaml")
     validate(config, schema)
-    assert ExplainSettings.from_config(config["explain"]) == ExplainSettings()  # config and code defaults agree
+    # config and code defaults agree, but for the demo's heatmap section (default: none)
+    assert config["explain"]["attention_model"] == "hipt_gp"
+    assert ExplainSettings.from_config({**config["explain"], "attention_model": None}) == ExplainSettings()
     for bad in ({"k": "many"}, {"k": 1}, {"per_slide_cap": 0}, {"unknown": 1}):
         with pytest.raises(WorkflowError):
             validate({**config, "explain": {**config["explain"], **bad}}, schema)

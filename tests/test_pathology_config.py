@@ -65,3 +65,22 @@ def test_survival_reads_only_extracted_encoders(survival, field):
         check_config({**config(encoders=["hipt256", "hipt4k"]), "survival": survival})
     assert err.value.field == field and "is not one of pathology.encoders (hipt256, hipt4k)" in str(err.value)
     check_config({**config(encoders=["hipt256", "uni_v1", "vit"]), "survival": survival})  # extracted: fine
+
+
+def test_hipt_lgp_needs_the_region_token_grids_and_heatmaps_a_deep_model():
+    from tessera.config import check_config
+
+    lgp = {"name": "lgp", "kind": "hipt_lgp", "encoder": "hipt4k"}
+    base = config(encoders=["hipt256", "hipt4k"])
+    with pytest.raises(InputError, match="needs each region's grid of patch tokens") as err:
+        check_config({**base, "survival": {"models": [lgp]}})
+    assert err.value.field == "pathology.region_tokens" and "region_tokens: true" in str(err.value)
+    tokens = {**base, "pathology": {**base["pathology"], "region_tokens": True}}
+    check_config({**tokens, "survival": {"models": [lgp]}})
+    with pytest.raises(InputError, match="set encoder: hipt4k"):
+        check_config({**tokens, "survival": {"models": [{**lgp, "encoder": "hipt256"}]}})
+    models = {"models": [lgp, {"name": "cox", "kind": "coxnet"}]}
+    check_config({**tokens, "survival": models, "explain": {"attention_model": "lgp"}})
+    with pytest.raises(InputError, match="explain.attention_model 'cox' is not a deep model with an encoder") as err:
+        check_config({**tokens, "survival": models, "explain": {"attention_model": "cox"}})
+    assert err.value.field == "explain.attention_model"

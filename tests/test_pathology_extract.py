@@ -176,11 +176,12 @@ def count_encoded(monkeypatch) -> list[int]:
 
 
 def test_each_patch_is_encoded_once_and_workers_give_bitwise_identical_features(shard, first_run, monkeypatch):
+    """(The run also stores the optional region token grids, checked by check_region_tokens.)"""
     root, slides = shard
     dirs0, _ = first_run
     counts = count_encoded(monkeypatch)
     dirs = out_dirs(root, "workers")
-    extract_shard(slides, root / "slides", dirs, params(num_workers=2))
+    extract_shard(slides, root / "slides", dirs, params(num_workers=2, region_tokens=True))
     expected = 0
     for sid in ("DEMO-A", "CMU", "DEMO-B"):
         grid, attrs, _ = read(root / "slides" / "patches" / f"{sid}.h5")
@@ -195,6 +196,32 @@ def test_each_patch_is_encoded_once_and_workers_give_bitwise_identical_features(
         for sid in ("DEMO-A", "CMU", "DEMO-B"):
             a, b = read(dirs0[name] / f"{sid}.h5")[0], read(dirs[name] / f"{sid}.h5")[0]
             assert a["features"].tobytes() == b["features"].tobytes()
+    check_region_tokens(root, dirs)
+
+
+def check_region_tokens(root, dirs):
+    """The optional token grids (this run stored them): each region's grid of patch features in float16,
+    row-major, zero beyond a border region's grid; the region encoder on them gives the region features."""
+    model = build_encoder(TINY4K, "random", seed=11)[0]
+    for sid in ("DEMO-A", "CMU"):
+        grid, attrs, _ = read(root / "slides" / "patches" / f"{sid}.h5")
+        p0 = int(attrs["patch_size_level0"])
+        patches = read(dirs["tiny256"] / f"{sid}.h5")[0]
+        regions = read(dirs["tiny4k"] / f"{sid}.h5")[0]
+        tokens, shape = regions["tokens"], regions["token_grid"]
+        assert tokens.dtype == np.float16 and tokens.shape == (len(regions["coords"]), 16, 16, 24)
+        assert np.array_equal(shape, regions["region_sizes"][:, ::-1] // p0)  # (rows, cols) = (h, w) / patch
+        row_of = {(int(x), int(y)): i for i, (x, y) in enumerate(patches["coords"])}
+        for r, ((rx, ry), (rows, cols)) in enumerate(zip(regions["coords"], shape)):
+            assert not tokens[r, rows:].any() and not tokens[r, :, cols:].any()
+            for i in range(rows):
+                for j in range(cols):
+                    k = row_of.get((int(rx + p0 * j), int(ry + p0 * i)))
+                    if k is not None:  # a tissue patch of the patch encoder's own file
+                        assert np.array_equal(tokens[r, i, j], patches["features"][k].astype(np.float16))
+            with torch.inference_mode():
+                x = torch.from_numpy(tokens[r:r + 1, :rows, :cols].astype(np.float32)).permute(0, 3, 1, 2)
+                np.testing.assert_allclose(model(x)[0].numpy(), regions["features"][r], atol=2e-2)
 
 
 def test_resume_after_an_interruption_computes_only_the_rest(shard, first_run, monkeypatch, tmp_path):

@@ -63,7 +63,8 @@ def tiny_cohort_for_survival(root: Path) -> Path:
 
 def write_config(cohort: Path, workdir: Path, **changes) -> Path:
     """The repo's config on the tiny cohort with a small survival stage (CV 2 folds x 1, four
-    models of the rule families that can run on 7 patients) and a small explain stage."""
+    models of the rule families that can run on 7 patients) and a small explain stage (with the
+    porpoise model's attention heatmaps)."""
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     survival = base["survival"]
     survival["cv"].update(n_splits=2, n_repeats=1, inner_splits=2)
@@ -77,7 +78,9 @@ def write_config(cohort: Path, workdir: Path, **changes) -> Path:
          "params": {"n_bins": 2, "epochs": 2, "batch_size": 4, "micro_batch": 4, "device": "cpu",
                     "max_instances": 32}},
     ]
-    explain = dict(base["explain"], model="cox_ridge", k=3, cv_folds=2, gallery_size=2, n_maps=1)
+    explain = dict(base["explain"], model="cox_ridge", attention_model="porpoise", k=3, cv_folds=2, gallery_size=2,
+                   n_maps=1)
+    survival["explain"].update(heatmap_slides=2, heatmap_px=256)
     config = dict(survival=survival, explain=explain, report={"slide_thumbnails": True})
     for key, value in changes.items():
         config[key] = value
@@ -287,7 +290,8 @@ def test_changing_a_patching_parameter_reruns_patching_and_everything_downstream
     assert jobs == {"patch_slides": slide_shards, "extract_features": slide_shards, "slides_qc": 1,
                     "collect_features": len(cfg["pathology"]["encoders"]), "explain_sample": slide_shards,
                     "explain_fit": 1, "explain_assign": slide_shards, "explain_report": 1, "survival_cohort": 1,
-                    "survival_tabular": 3, "survival_deep": 1, "survival_summary": 1, "manifest": 1}
+                    "survival_tabular": 3, "survival_deep": 1, "survival_heatmaps": 1, "survival_summary": 1,
+                    "manifest": 1}
     assert not GENOMIC_RULES & set(jobs)
 
 
@@ -329,9 +333,9 @@ def test_adding_a_slide_recomputes_its_shard_and_the_cohort_aggregates_only(runs
     slide_shards = len(list((a / "results/slides").glob("shard-*")))
     # the new slide's shard: patching, features, the explain sample; cohort level: QC index, feature
     # tables, k-means (so every shard's cluster assignment), the explain report, the survival cohort
-    # table, every model and the summary, the manifest
+    # table, every model (and the deep one's heatmaps: the slide sheet changed) and the summary, the manifest
     assert jobs == {"patch_slides": 1, "extract_features": 1, "slides_qc": 1,
                     "collect_features": len(cfg["pathology"]["encoders"]),
                     "explain_sample": 1, "explain_fit": 1, "explain_assign": slide_shards, "explain_report": 1,
-                    "survival_cohort": 1, "survival_tabular": 3, "survival_deep": 1, "survival_summary": 1,
-                    "manifest": 1}
+                    "survival_cohort": 1, "survival_tabular": 3, "survival_deep": 1, "survival_heatmaps": 1,
+                    "survival_summary": 1, "manifest": 1}

@@ -12,7 +12,7 @@ from scipy import stats
 
 from cdp import find_chromium, inspect_page
 from conftest import REPO, cohort_config, run_snakemake
-from explain_fakes import write_features_from_slides, write_oof
+from explain_fakes import write_attention, write_features_from_slides, write_oof
 from tessera.demo import make_demo_cohort
 
 pytestmark = pytest.mark.workflow
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.workflow
 ARTIFACTS = REPO / "tests" / "artifacts"
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 K = 6
+HEATMAPS = 5  # heatmaps of the deep model: 3 slides of highest-risk patients, 2 of lowest-risk ones
 
 
 def planned_jobs(proc) -> dict[str, int]:
@@ -31,15 +32,21 @@ def planned_jobs(proc) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
     """A 12-patient demo cohort through the slide stage, features and out-of-fold risks fabricated in the
-    upstream contracts (one slide with zero patches), then the explain stage through Snakemake."""
+    upstream contracts (one slide with zero patches), and a deep model's attention over those patches; then
+    the explain stage through Snakemake (its heatmap section from the attention, drawn by survival_heatmaps)."""
     root = tmp_path_factory.mktemp("explain-wf")
     cohort = make_demo_cohort(root / "cohort", seed=11, n_patients=12)
     work = root / "work"
     work.mkdir()
-    config = cohort_config(cohort, work, explain={"k": K, "gallery_size": 4, "n_maps": 2, "cv_folds": 3})
+    survival = {**CONFIG["survival"], "explain": {**CONFIG["survival"]["explain"], "heatmap_slides": HEATMAPS,
+                                                  "heatmap_px": 384}}
+    config = cohort_config(cohort, work, survival=survival, explain={
+        "k": K, "gallery_size": 4, "n_maps": 2, "cv_folds": 3, "attention_model": "porpoise"})
     run_snakemake(work, "--configfile", str(config), "--cores", "2", "results/qc/slides.tsv")
     write_features_from_slides(work, empty_slides=("P003-S1",))
     write_oof(work, cohort)
+    write_oof(work, cohort, model="porpoise")
+    write_attention(work, "porpoise")
     run_snakemake(work, "--configfile", str(config), "--cores", "2", "results/explain/hipt256/report.html")
     return work, config, cohort
 
@@ -73,11 +80,18 @@ def test_report_opens_in_a_headless_browser(explained):
         "maps": "document.querySelectorAll('.maps img').length",
         "banner": "!!document.getElementById('random-weights-banner')",
         "external": "Array.from(document.querySelectorAll('[src]')).filter(e => !e.src.startsWith('data:')).length",
+        "heatmaps_high": "document.querySelectorAll('#heatmaps-highest img').length",
+        "heatmaps_low": "document.querySelectorAll('#heatmaps-lowest img').length",
+        "heatmap_widths": "Array.from(document.querySelectorAll('.heatmaps img')).map(i => i.naturalWidth)",
     }, screenshot=shot)
     print(f"\nscreenshot of the explain report: {shot}")
     assert page.errors == [] and page.broken_images == []
     assert page.checks["ranking_rows"] == K and page.checks["banner"] and page.checks["external"] == 0
     assert page.checks["gallery_images"] >= K and page.checks["maps"] == 2 and page.n_images > K + 4
+    # the deep model's attention heatmaps beside the cluster maps, highest- and lowest-risk patients apart
+    assert page.checks["heatmaps_high"] + page.checks["heatmaps_low"] == HEATMAPS
+    assert page.checks["heatmaps_high"] >= 2 and page.checks["heatmaps_low"] >= 2
+    assert all(w > 384 for w in page.checks["heatmap_widths"])  # decoded figures, thumbnail and colour bar
     assert shot.stat().st_size > 10_000
 
 

@@ -15,7 +15,8 @@ SLIDE_RULES = {"patch_slides", "slides_qc", "extract_features", "collect_feature
 EXPLAIN_RULES = {"explain_sample", "explain_fit", "explain_assign", "explain_report"}
 GENOMIC_RULES = {"annotation_genes", "gene_region", "gene_sequences", "nt_random_weights", "embed_gene",
                  "genomics_cohort"}
-SURVIVAL_RULES = {"survival_cohort", "survival_tabular", "survival_ranking", "survival_deep", "survival_summary"}
+SURVIVAL_RULES = {"survival_cohort", "survival_tabular", "survival_ranking", "survival_deep", "survival_heatmaps",
+                  "survival_summary"}
 
 
 def planned_jobs(proc) -> dict[str, int]:
@@ -39,7 +40,7 @@ def user_config(cohort, workdir, **sheets):
 @pytest.mark.parametrize("sheets, stages, notes", [
     ({"genomics": None}, SLIDE_RULES | EXPLAIN_RULES | SURVIVAL_RULES,
      ["genomics: null switches off the genomic stage"]),
-    ({"slides": None}, GENOMIC_RULES | SURVIVAL_RULES - {"survival_deep"},
+    ({"slides": None}, GENOMIC_RULES | SURVIVAL_RULES - {"survival_deep", "survival_heatmaps"},
      ["slides: null switches off the slide, feature and explain stages",
       "survival.models[porpoise] left out: it needs the slides"]),
     ({"genomics": None, "clinical": None}, SLIDE_RULES | EXPLAIN_RULES,

@@ -11,6 +11,7 @@ import yaml
 
 from tessera.errors import InputError, InputErrors
 from tessera.explain import pseudonyms
+from tessera.survival.settings import DEEP_KINDS
 
 #: Source name of values given with ``snakemake --config KEY=VALUE``.
 COMMAND_LINE = "--config"
@@ -192,6 +193,25 @@ def check_config(config: dict, file: str = "config") -> None:
             f"explain.model {e['model']!r} is not one of survival.models ({', '.join(map(str, models)) or 'none'})",
             file=file, field="explain.model", fix="name the survival model whose out-of-fold risk the report explains",
         )
+    for m in config.get("survival", {}).get("models", []):
+        if m.get("kind") != "hipt_lgp":
+            continue
+        where = f"survival.models[{m.get('name')}]"
+        if m.get("encoder") != "hipt4k":
+            raise InputError(f"{where} (hipt_lgp) reads encoder {m.get('encoder')!r}", file=file, field=f"{where}.encoder",
+                             fix="set encoder: hipt4k (hipt_lgp fine-tunes HIPT's ViT-4K on its regions' token grids)")
+        if not config.get("pathology", {}).get("region_tokens", False):
+            raise InputError(f"{where} (hipt_lgp) needs each region's grid of patch tokens, which the pathology stage "
+                             "does not store", file=file, field="pathology.region_tokens",
+                             fix="set pathology.region_tokens: true (192 KiB per region; see config/README.md)")
+    deep = [m.get("name") for m in config.get("survival", {}).get("models", [])
+            if m.get("kind") in DEEP_KINDS and m.get("encoder")]
+    if e.get("attention_model") and e["attention_model"] not in deep:
+        raise InputError(
+            f"explain.attention_model {e['attention_model']!r} is not a deep model with an encoder in "
+            f"survival.models ({', '.join(map(str, deep)) or 'none'})", file=file, field="explain.attention_model",
+            fix=f"name a model of kind {' or '.join(DEEP_KINDS)} that reads slides (its attention is drawn), or null",
+        )
     encoders = config.get("pathology", {}).get("encoders", [])
     survival = config.get("survival", {})
     cohort = survival.get("cohort", {})
@@ -221,7 +241,7 @@ def switch_stages(config: dict, file: str = "config") -> list[str]:
     modalities whose sheet is null; a model left without its data (porpoise without slides, a model of
     only switched-off modalities) is dropped; without a clinical table there is no survival stage, and
     ``explain.model`` becomes null when its model does not run (the report then shows the clusters
-    without a risk) or there is no explain stage (no slides). Raises :class:`InputError` when nothing is left to run.
+    without a risk) or there is no explain stage (no slides); so does ``explain.attention_model``. Raises :class:`InputError` when nothing is left to run.
     """
     off = [key for key in SHEET_MODALITY if config.get(key) is None]
     if not off:
@@ -267,4 +287,9 @@ def switch_stages(config: dict, file: str = "config") -> list[str]:
     elif explain.get("model") and ("clinical" in gone or explain["model"] in dropped):
         notes.append(f"explain.model {explain['model']!r} does not run: the report shows the clusters without a risk")
         explain["model"] = None
+    if explain.get("attention_model") and ("pathology" in gone or explain["attention_model"] in dropped):
+        if "pathology" not in gone:
+            notes.append(f"explain.attention_model {explain['attention_model']!r} does not run: the report has no "
+                         "heatmaps")
+        explain["attention_model"] = None
     return notes

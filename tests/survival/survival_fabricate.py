@@ -31,8 +31,12 @@ GENOMIC_MODEL = "nt"
 
 
 def fabricate_cohort(root: Path, n: int = 48, seed: int = 0, dim: int = 16, gene_dim: int = 8,
-                     patches: tuple[int, int] = (20, 40), strength: float = 1.0) -> dict:
-    """Write a cohort under ``root``; return its paths and the truth (DataFrame)."""
+                     patches: tuple[int, int] = (20, 40), strength: float = 1.0, region_tokens: bool = False) -> dict:
+    """Write a cohort under ``root``; return its paths and the truth (DataFrame).
+
+    ``region_tokens``: also ``results/features/hipt4k/`` with token grids (``pathology.region_tokens``):
+    per ok slide two border regions of 2 x 2 hipt256-sized (384-d) tokens, float16.
+    """
     rng = np.random.default_rng(seed)
     root = Path(root)
     ids = [f"P{i:03d}" for i in range(1, n + 1)]
@@ -77,6 +81,20 @@ def fabricate_cohort(root: Path, n: int = 48, seed: int = 0, dim: int = 16, gene
                      {"patch_size": 256, "patch_size_level0": 512, "encoder": ENCODER})
             index.append({"slide_id": sid, "patient_id": p, "path": rel, "n": m, "dim": dim})
             slide_emb.append({"slide_id": sid, "patient_id": p, **{f"f{j:04d}": feats[:, j].mean() for j in range(dim)}})
+    if region_tokens:
+        region_index = []
+        (root / "results" / "features" / "hipt4k" / "shard-0").mkdir(parents=True, exist_ok=True)
+        for r in index:
+            rel = f"results/features/hipt4k/shard-0/{r['slide_id']}.h5"
+            tokens = np.zeros((2, 16, 16, 384), np.float16)
+            tokens[:, :2, :2] = rng.normal(0, 1, (2, 2, 2, 384))
+            write_h5(root / rel, {"coords": np.array([[0, 0], [8192, 0]], np.int64),
+                                  "features": rng.normal(0, 1, (2, 192)).astype(np.float32),
+                                  "tokens": tokens, "token_grid": np.full((2, 2), 2, np.int64)},
+                     {"patch_size": 4096, "patch_size_level0": 8192, "encoder": "hipt4k"})
+            region_index.append({**r, "path": rel, "n": 2, "dim": 192})
+        pd.DataFrame(region_index).to_csv(root / "results" / "features" / "hipt4k" / "index.tsv", sep="\t",
+                                          index=False)
     pd.DataFrame(slides).to_csv(root / "slides.tsv", sep="\t", index=False)
     (root / "results" / "qc").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(qc).to_csv(root / "results" / "qc" / "slides.tsv", sep="\t", index=False)

@@ -1,4 +1,5 @@
-"""The PORPOISE-style model: architecture, loss, per-fold bins, no test-outcome leak, determinism, saving."""
+"""The PORPOISE-style model (and the HIPT kinds trained by its loop): architecture, loss, per-fold bins, no
+test-outcome leak, determinism, saving."""
 
 import json
 
@@ -15,6 +16,7 @@ from tessera.survival.data import SurvivalData, make_y
 from tessera.survival.evaluation import time_frame
 from tessera.survival.explain import attribution_summary
 from tessera.survival.experiment import run_fold
+from tessera.survival.hipt import HIPTGPModel
 from tessera.survival.porpoise import (
     AttentionMIL,
     BilinearFusion,
@@ -103,11 +105,14 @@ def test_bins_come_from_the_training_patients_uncensored_times(fabricated):
 
 @pytest.mark.parametrize("spec", [
     ModelSpec("deep", "porpoise", params={**FAST, "early_stopping": {"validation_fraction": 0.25, "patience": 2}}),
+    ModelSpec("hipt", "hipt_gp", params={**FAST, "early_stopping": {"validation_fraction": 0.25, "patience": 2}},
+              encoder="hipt4k"),
     ModelSpec("coxnet", "coxnet", search={"alpha": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
               n_trials=3),
     ModelSpec("logistic", "logistic"),
     ModelSpec("rf", "rf_classifier", params={"n_estimators": 50}),
-], ids=["porpoise-early-stopping", "coxnet-hpo", "logistic-median-horizon", "rf-classifier-median-horizon"])
+], ids=["porpoise-early-stopping", "hipt_gp-early-stopping", "coxnet-hpo", "logistic-median-horizon",
+        "rf-classifier-median-horizon"])
 def test_test_fold_outcomes_never_reach_the_fitted_model(fabricated, spec, tmp_path):
     """Scrambling the reporting fold's times and events changes nothing the fold model predicts:
     bins, preprocessing, tuning, early stopping and the classifiers' horizon (``horizon_days: null``)
@@ -128,9 +133,11 @@ def test_test_fold_outcomes_never_reach_the_fitted_model(fabricated, spec, tmp_p
     assert runs[0].params == runs[1].params
 
 
-def test_cpu_training_is_bit_identical_for_a_seed(fabricated):
+@pytest.mark.parametrize("learner, params", [(PorpoiseModel, FAST), (HIPTGPModel, {**FAST, "epochs": 2})],
+                         ids=["porpoise", "hipt_gp"])
+def test_cpu_training_is_bit_identical_for_a_seed(fabricated, learner, params):
     data, bags = fabricated
-    fits = [PorpoiseModel(FAST, bags=bags, seed=s, device=CPU).fit(data.X, data.y, data.patient_id) for s in (5, 5, 6)]
+    fits = [learner(params, bags=bags, seed=s, device=CPU).fit(data.X, data.y, data.patient_id) for s in (5, 5, 6)]
     a, b, c = (f.net_.state_dict() for f in fits)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)

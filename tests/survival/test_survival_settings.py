@@ -43,7 +43,9 @@ def test_schema_defaults_agree_with_the_code(config):
     assert EvalSettings.from_config(_defaults(survival["evaluation"])) == EvalSettings()
     assert set(survival["models"]["items"]["properties"]["kind"]["enum"]) == set(KINDS)
     settings = parse_survival_config(config["survival"])
-    assert {m.kind for m in settings.models} == set(KINDS)  # the demo config exercises every kind
+    # the demo config exercises every kind but hipt_lgp (fine-tuning the ViT-4K takes a GPU: config/README.md;
+    # test_survival_workflow runs it through the workflow)
+    assert {m.kind for m in settings.models} == set(KINDS) - {"hipt_lgp"}
 
 
 @pytest.mark.parametrize("bad", [{"cv": {"n_splits": 1}}, {"cohort": {"missing": "guess"}},
@@ -57,8 +59,10 @@ def test_schema_rejects(config, bad):
 @pytest.mark.parametrize("models, message", [
     ([{"name": "a", "kind": "rsf"}, {"name": "a", "kind": "gbsa"}], "model name 'a' is used twice"),
     ([{"name": "a", "kind": "rsf", "modalities": ["genomics"]}], "not in survival.cohort.modalities"),
-    ([{"name": "a", "kind": "rsf", "encoder": "hipt256"}], "only the porpoise kind reads instance embeddings"),
+    ([{"name": "a", "kind": "rsf", "encoder": "hipt256"}], "only the deep kinds"),
     ([{"name": "a", "kind": "porpoise", "params": {"learning_rate": 1}}], "unknown porpoise parameter"),
+    ([{"name": "a", "kind": "hipt_gp", "params": {"heads": 4}, "encoder": "hipt4k"}], "unknown hipt_gp parameter"),
+    ([{"name": "a", "kind": "hipt_gp"}], "hipt_gp model needs the encoder of its region features"),
     ([{"name": "a/b", "kind": "rsf"}], "model name 'a/b' is not valid"),
     ([{"name": "a", "kind": "rsf", "pca": {"radiology": 4}}], "PCA for unknown modality"),
     ([{"name": "a", "kind": "coxnet", "modalities": []}], "needs at least one modality"),

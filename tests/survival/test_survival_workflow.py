@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from safetensors import safe_open
 
 from survival_fabricate import ENCODER, GENOMIC_MODEL, fabricate_cohort
 
@@ -37,6 +38,8 @@ def _config(files: dict, models: list[dict]) -> dict:
     base["survival"]["evaluation"]["n_bootstrap"] = 30
     base["survival"]["models"] = models
     base["explain"]["model"] = models[0]["name"]
+    base["explain"]["attention_model"] = next((m["name"] for m in models if m["kind"] == "porpoise"
+                                               and m.get("encoder")), None)
     return base
 
 
@@ -47,20 +50,24 @@ MODELS = [
     {"name": "svm", "kind": "svm"},
     {"name": "deep", "kind": "porpoise", "encoder": ENCODER, "modalities": ["clinical", "genomics"],
      "params": {"epochs": 3, "lr": 0.001, "max_instances": 16, "device": "auto"}},
+    # HIPT's local-global model on the regions' token grids, starting from the pathology stage's ViT-4K
+    {"name": "lgp", "kind": "hipt_lgp", "encoder": "hipt4k", "modalities": [],
+     "params": {"epochs": 2, "lr": 0.001, "device": "auto"}},
 ]
 
 
 def test_survival_stage_on_fabricated_upstream_outputs(tmp_path):
-    files = fabricate_cohort(tmp_path, n=48, seed=3, strength=1.5)
+    files = fabricate_cohort(tmp_path, n=48, seed=3, strength=1.5, region_tokens=True)
     (tmp_path / "config").mkdir()
     cfg = _config(files, MODELS)
+    cfg["pathology"]["region_tokens"] = True
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     # upstream outputs exist as files; only the survival rules may run (the slide stage would need slides)
     run = _snakemake(tmp_path, "--allowed-rules", *SURVIVAL_RULES, "--", "results/models/summary.tsv")
     assert run.returncode == 0, run.stderr[-3000:]
 
     summary = pd.read_csv(tmp_path / "results" / "models" / "summary.tsv", sep="\t").set_index("model")
-    assert list(summary.index) == ["coxnet", "gbsa", "svm", "deep"]
+    assert list(summary.index) == ["coxnet", "gbsa", "svm", "deep", "lgp"]
     coxnet = json.loads((tmp_path / "results" / "models" / "coxnet" / "metrics.json").read_text())
     assert summary.loc["coxnet", "c_harrell"] == pytest.approx(coxnet["pooled"]["c_harrell"]["mean"])
     assert (summary.loc[["coxnet", "gbsa"], "c_harrell_lower"] > 0.5).all()  # the planted signal is found
@@ -71,6 +78,14 @@ def test_survival_stage_on_fabricated_upstream_outputs(tmp_path):
     assert (deep / "attention.parquet").is_file() and (deep / "model.safetensors").is_file()
     assert (tmp_path / "logs" / "benchmarks" / "survival" / "deep.tsv").is_file()
     assert "computes on cpu" in (tmp_path / "logs" / "survival" / "deep.log").read_text()
+    lgp = tmp_path / "results" / "models" / "lgp"
+    with safe_open(str(lgp / "model.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["tessera"])
+        assert "net.local_vit.blocks.5.mlp.fc2.weight" in f.keys()
+    assert meta["kind"] == "hipt_lgp" and (meta["params"]["vit4k_weights"], meta["params"]["vit4k_seed"]) == ("random", 0)
+    regions = pd.read_parquet(lgp / "attention.parquet")
+    per_patient = regions.groupby("patient_id").size()  # two regions per slide, a patient's slides in one bag
+    assert set(regions["size_level0"]) == {8192} and set(per_patient) == {2, 4}
 
     # changing one model's parameters reruns that model (and the summary) only
     cfg["survival"]["models"][1]["params"]["n_estimators"] = 31
@@ -122,3 +137,22 @@ def test_demo_coxnet_reaches_the_target_c_index(demo_run):
     metrics = _demo_metrics(demo_run)["coxnet"]
     assert metrics["modalities"] == ["clinical", "pathology", "genomics"]
     assert metrics["pooled"]["c_harrell"]["mean"] >= 0.7
+
+
+def test_demo_hipt_gp_trains_on_the_region_bags_and_draws_heatmaps(demo_run):
+    """HIPT's slide-level model in the demo config (no known-answer threshold: the demo's slides hold few
+    4096-px regions each): its bags are the patients' hipt4k regions, its attention is drawn per slide and
+    shown in the explain report beside the cluster maps."""
+    work, _ = demo_run
+    out = work / "results" / "models" / "hipt_gp"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "hipt_gp" and metrics["modalities"] == [] and metrics["n_patients"] >= 40
+    index = pd.read_csv(work / "results" / "features" / "hipt4k" / "index.tsv", sep="\t")
+    regions = pd.read_parquet(out / "attention.parquet")
+    ok = index[index["n"] > 0].groupby("patient_id")["n"].sum()
+    assert regions.groupby("patient_id").size().to_dict() == ok[ok.index.isin(regions["patient_id"])].to_dict()
+    heatmaps = pd.read_csv(out / "heatmaps.tsv", sep="\t")
+    assert len(heatmaps) == 8 and set(heatmaps["risk_group"]) == {"highest", "lowest"}
+    assert all((out / "heatmaps" / f).stat().st_size > 10_000 for f in heatmaps["file"])
+    report = (work / "results" / "explain" / "hipt256" / "report.html").read_text()
+    assert 'id="attention-heatmaps"' in report and report.count('alt="attention heatmap of slide') == 8

@@ -47,6 +47,7 @@ class ExplainSettings:
 
     encoder: str = "hipt256"
     model: str | None = "coxnet"  # None: no risk to explain (the clusters ranked by prevalence)
+    attention_model: str | None = None
     k: int | str = "auto"
     per_slide_cap: int = 256
     max_sample: int = 1_000_000
@@ -124,6 +125,20 @@ def _patients_table(index: pd.DataFrame, fractions: pd.DataFrame, oof: pd.DataFr
     return out.reset_index().assign(patient_id=lambda t: t["patient_id"].map(ids.patient))
 
 
+def _heatmaps(index_tsv: str | os.PathLike, model: str, ids: Pseudonyms) -> dict:
+    """The attention heatmaps of ``heatmaps.tsv`` (PNGs beside it in ``heatmaps/``) for the template."""
+    index = pd.read_csv(index_tsv, sep="\t", dtype={"slide_id": str, "patient_id": str})
+    folder = Path(index_tsv).with_suffix("")
+    out: dict = {"model": model, "highest": [], "lowest": [],
+                 "level": "4096-px region" if len(index) and index["size_level0"].min() >= 4096 else "patch"}
+    for r in index.itertuples():
+        out[r.risk_group].append({
+            "image": data_uri((folder / r.file).read_bytes(), "image/png"), "slide": ids.slide(r.slide_id),
+            "patient": ids.patient(r.patient_id), "rank": int(r.risk_rank), "risk": _f(r.risk, 3),
+            "n_instances": int(r.n_instances)})
+    return out
+
+
 def by_prevalence(prevalence: pd.DataFrame) -> pd.DataFrame:
     """The ranking table without a risk: clusters by share of patients, then mean fraction; the
     association columns empty (NaN), status saying why."""
@@ -142,7 +157,7 @@ def by_prevalence(prevalence: pd.DataFrame) -> pd.DataFrame:
 def build_report(
     assign_dirs: list[str | os.PathLike], centroids_h5: str | os.PathLike, oof_tsv: str | os.PathLike | None,
     clinical_tsv: str | os.PathLike | None, slide_sheet: str | os.PathLike, out_dir: str | os.PathLike,
-    settings: ExplainSettings,
+    settings: ExplainSettings, heatmaps_tsv: str | os.PathLike | None = None,
 ) -> Path:
     """Run the cohort-level analysis and write the report and tables into ``out_dir``; returns the report path.
 
@@ -241,6 +256,7 @@ def build_report(
         n_patches=int(index["n_patches"].sum()), cv_folds=settings.cv_folds, min_patients=settings.min_patients,
         r2=[{"features": r.features, "n_features": r.n_features, "cv_r2": _f(r.cv_r2)} for r in r2.itertuples()],
         clusters=clusters, plots=figures, maps=maps, maps_note=maps_note, n_colours=settings.n_colours,
+        heatmaps=None if heatmaps_tsv is None else _heatmaps(heatmaps_tsv, settings.attention_model, ids),
         legend=[c for c in clusters[: settings.n_colours]], gallery_px=settings.gallery_px,
         excluded=[{"patient": e.patient_id, "reason": e.reason} for e in excluded.itertuples()],
         bad_slides=[{"slide": ids.slide(s.slide_id), "status": s.status,

@@ -9,7 +9,11 @@ Per shard and encoder, ``{out_dir}`` (``results/features/{encoder}/shard-{shard}
   ``input_size``, ``input_mpp`` = effective µm/px, ``mean``, ``std``, ``output``) and provenance:
   weights path/URI and SHA-256 or ``random``, precision, device, reader. A patch encoder writes one row per
   tissue tile of its grid; a region encoder one row per region (``coords`` = region top-left,
-  ``patch_size`` = region size, and a ``region_sizes`` dataset for regions clipped at the border).
+  ``patch_size`` = region size, and a ``region_sizes`` dataset for regions clipped at the border). With
+  ``region_tokens`` a region encoder's file also holds the input it read: ``tokens`` (M, G, G, D_patch)
+  float16, each region's grid of patch-encoder features (G = region / patch size, row-major; rows and
+  columns beyond a border region's grid are zero) and ``token_grid`` (M, 2) int64, its (rows, cols) —
+  what the ``hipt_lgp`` survival model fine-tunes the region encoder on.
 * ``index.tsv`` — one row per slide of the shard: ``slide_id``, ``patient_id``, ``status`` (ok | failed),
   ``reason``, ``path`` (relative to the shard directory), ``n``, ``dim``.
 * ``slide_embeddings.parquet`` — per ok slide: ``slide_id``, ``patient_id``, ``f0000``… float32, the mean
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -40,7 +45,7 @@ from tessera import __version__
 from tessera.atomic import atomic_path
 from tessera.devices import torch_device
 from tessera.errors import InputError, SlideError
-from tessera.h5 import read_h5, write_h5
+from tessera.h5 import write_h5
 from tessera.pathology.encoders import registry
 from tessera.pathology.encoders.checkpoints import Weights, build_encoder
 from tessera.pathology.encoders.registry import EncoderSpec, GridGroup
@@ -77,6 +82,7 @@ class Encoders:
     def __init__(self, params: ExtractParams, device: torch.device) -> None:
         self.set = registry.resolve(list(params.encoders))
         self.device, self.precision = device, _precision(params, device)
+        self.region_tokens = params.region_tokens
         self.channels_last = params.channels_last and device.type == "cuda"
         self.models: dict[str, torch.nn.Module] = {}
         self.weights: dict[str, Weights] = {}
@@ -140,6 +146,7 @@ class Encoders:
             "weights": {s.name: (self.weights[s.name].sha256 or f"random:{self.weights[s.name].seed}")
                         for s in group.models},
             "batch_size": params.batch_size, "precision": self.precision, "device": self.device.type,
+            "region_tokens": self.region_tokens and bool(group.regions),
             "channels_last": self.channels_last, "torch": str(torch.__version__), "tessera": __version__,
         }
 
@@ -164,6 +171,17 @@ def _feature_attrs(plan: SlidePlan, enc: Encoders, spec: EncoderSpec) -> dict:
     return attrs
 
 
+def region_tokens(plan: SlidePlan, feats: torch.Tensor) -> dict[str, np.ndarray]:
+    """``tokens`` (M, G, G, D) float16: each region's grid of patch features ``feats`` (U, D), zero beyond a
+    border region's grid; ``token_grid`` (M, 2) its (rows, cols). G = region size / patch size."""
+    side = int(plan.attrs["region_size"]) // int(plan.attrs["patch_size"])
+    tokens = np.zeros((len(plan.region_rows), side, side, feats.shape[1]), np.float16)
+    for r, ((rows, cols), members) in enumerate(zip(plan.region_grid.tolist(), plan.region_rows)):
+        index = torch.as_tensor(members, device=feats.device)
+        tokens[r, :rows, :cols] = feats[index].reshape(rows, cols, -1).cpu().numpy().astype(np.float16)
+    return {"tokens": tokens, "token_grid": np.asarray(plan.region_grid, np.int64).reshape(-1, 2)}
+
+
 def _write_slide(plan: SlidePlan, feats: dict[str, torch.Tensor], enc: Encoders, group: GridGroup,
                  out_dirs: dict[str, Path]) -> dict[str, Path]:
     """Write the slide's file for every output encoder of ``group``; return encoder → path."""
@@ -177,6 +195,8 @@ def _write_slide(plan: SlidePlan, feats: dict[str, torch.Tensor], enc: Encoders,
             regions = enc.encode_regions(spec, feats[spec.patch_encoder], plan)
             datasets = {"coords": plan.region_coords, "features": regions.cpu().numpy(),
                         "region_sizes": plan.region_sizes}
+            if enc.region_tokens:
+                datasets.update(region_tokens(plan, feats[spec.patch_encoder]))
         path = out_dirs[name] / f"{plan.slide_id}.h5"
         write_h5(path, datasets, _feature_attrs(plan, enc, spec))
         written[name] = path
@@ -197,7 +217,8 @@ class ShardResult:
 
     def ok(self, slide_id: str, patient_id: str, files: dict[str, Path]) -> None:
         for name, path in files.items():
-            features = read_h5(path)[0]["features"]
+            with h5py.File(path, "r") as f:
+                features = f["features"][()]
             if len(features) == 0:
                 self.rows[name].append({"slide_id": slide_id, "patient_id": patient_id, "status": "failed",
                                         "reason": "no rows (no tile or region passes the tissue threshold)",

@@ -29,6 +29,7 @@ class ExtractParams:
     channels_last: bool = True  # CUDA only
     tile_cache_mb: int = 64  # per worker
     resume_dir: str = ".tessera/resume/features"
+    region_tokens: bool = False  # region encoders also store each region's grid of patch tokens (float16)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ExtractParams":

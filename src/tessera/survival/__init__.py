@@ -7,6 +7,7 @@ Modules, in the order data flows through them:
 ``cv``            repeated event-stratified outer folds; inner splits inside a training fold
 ``tabular``       scikit-survival / scikit-learn learners with in-fold preprocessing (``boosting``: fast Cox loss)
 ``porpoise``      PORPOISE-style attention-MIL + SNN fusion model (torch); ``bags``: its instance embeddings
+``hipt``          HIPT's slide-level models (``hipt_gp``, ``hipt_lgp``) over region bags, trained by ``porpoise``'s loop
 ``hpo``           Optuna studies (SQLite, resumable) nested in training folds
 ``experiment``    one model cross-validated: tuning, fitting, out-of-fold predictions, final model
 ``metrics``       C-indices, td-AUC, Brier, KM, log-rank, calibration on guarded time grids (sksurv)

@@ -22,7 +22,7 @@ from tessera.survival.cv import Fold, inner_folds, outer_folds
 from tessera.survival.data import SurvivalData, check_has_events
 from tessera.survival.evaluation import FoldResult, TimeFrame, resolve_horizon, time_frame
 from tessera.survival.metrics import constant_risk, harrell_c
-from tessera.survival.settings import TABULAR_KINDS, CVSettings, EvalSettings, HPOSettings, ModelSpec
+from tessera.survival.settings import DEEP_KINDS, TABULAR_KINDS, CVSettings, EvalSettings, HPOSettings, ModelSpec
 from tessera.survival.tabular import TabularModel
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,12 @@ class CVRun:
 
 def make_learner(spec: ModelSpec, params: dict, *, horizon: float, n_jobs: int = 1, bags=None, device=None):
     """A fresh, unfitted learner of ``spec.kind`` with ``params`` (tuned values already merged in)."""
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
+        from tessera.survival.hipt import HIPTGPModel, HIPTLGPModel
         from tessera.survival.porpoise import PorpoiseModel
 
-        return PorpoiseModel({"pca": spec.pca, **params}, bags=bags, seed=spec.seed, device=device)
+        learner = {"porpoise": PorpoiseModel, "hipt_gp": HIPTGPModel, "hipt_lgp": HIPTLGPModel}[spec.kind]
+        return learner({"pca": spec.pca, **params}, bags=bags, seed=spec.seed, device=device)
     return TabularModel(spec.kind, params, pca=spec.pca, horizon=horizon, seed=spec.seed, n_jobs=n_jobs)
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from tessera.errors import InputError
-from tessera.survival.bags import BagStore
+from tessera.survival.bags import Bag, BagStore
 from tessera.survival.cv import inner_holdout
 from tessera.survival.settings import PorpoiseParams
 from tessera.survival.tabular import make_preprocessor, preprocessed_columns
@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- modules
+def attention_pool(logits: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over a bag's instances of attention ``logits`` (B, N), padding (``mask`` False) excluded;
+    returns the weighted sum of ``h`` (B, N, D) → (B, D) and the weights (B, N). An empty bag pools to zeros."""
+    empty = ~mask.any(dim=1, keepdim=True)
+    logits = logits.masked_fill(~mask & ~empty, float("-inf")).masked_fill(empty, 0.0)
+    weights = torch.softmax(logits, dim=1) * mask
+    return torch.bmm(weights.unsqueeze(1), h).squeeze(1), weights
+
+
 class AttentionMIL(nn.Module):
     """Gated attention-MIL. ``forward(x (B, N, D), mask (B, N) bool)`` → (B, out_dim), attention (B, N).
 
@@ -62,11 +71,7 @@ class AttentionMIL(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.fc(x)
-        logits = self.attn_out(self.attn_tanh(h) * self.attn_gate(h)).squeeze(-1)
-        empty = ~mask.any(dim=1, keepdim=True)
-        logits = logits.masked_fill(~mask & ~empty, float("-inf")).masked_fill(empty, 0.0)
-        weights = torch.softmax(logits, dim=1) * mask
-        pooled = torch.bmm(weights.unsqueeze(1), h).squeeze(1)
+        pooled, weights = attention_pool(self.attn_out(self.attn_tanh(h) * self.attn_gate(h)).squeeze(-1), mask, h)
         return self.rho(pooled), weights
 
 
@@ -124,30 +129,30 @@ class ConcatFusion(nn.Module):
         return self.net(torch.cat([v1, v2], dim=1))
 
 
-class PorpoiseNet(nn.Module):
-    """Path branch (``path_dim`` > 0), tabular branch (``tab_dim`` > 0), fusion, hazard head."""
+class FusedSurvivalNet(nn.Module):
+    """What every deep survival kind shares: a tabular SNN branch (``tab_dim`` > 0), its fusion with the
+    pathology embedding, and the hazard head. A subclass builds its pathology branch, sets ``has_path``,
+    defines ``embed_path(bags, mask)`` → ((B, path_out), attention (B, N)) and calls :meth:`_add_head`."""
 
-    def __init__(self, path_dim: int, tab_dim: int, fusion: str = "bilinear", n_bins: int = 4,
-                 dropout: float = 0.25) -> None:
-        super().__init__()
-        if path_dim <= 0 and tab_dim <= 0:
+    head_name = "head"
+
+    def _add_head(self, path_out: int, tab_dim: int, fusion: str, n_bins: int, dropout: float) -> None:
+        if path_out <= 0 and tab_dim <= 0:
             raise InputError("the multimodal model has no input: no instance embeddings and no tabular features",
                              field="survival.models[].params", fix="give an encoder and/or tabular modalities")
-        self.path = AttentionMIL(path_dim, dropout=dropout) if path_dim > 0 else None
         self.tab = SNN(tab_dim, dropout=dropout) if tab_dim > 0 else None
         self.fusion = None
-        if self.path is not None and self.tab is not None:
+        out = path_out if path_out > 0 else 256
+        if path_out > 0 and self.tab is not None:
             if fusion == "bilinear":
-                self.fusion = BilinearFusion(dropout=dropout)
+                self.fusion = BilinearFusion(dim1=path_out, dropout=dropout)
             elif fusion == "concat":
-                self.fusion = ConcatFusion()
+                self.fusion = ConcatFusion(dim1=path_out)
             else:
                 raise InputError(f"unknown fusion '{fusion}'", field="survival.models[].params.fusion",
                                  fix="use bilinear or concat")
-        self.head = nn.Linear(256, n_bins)
-
-    def embed_path(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.path(bags, mask)
+            out = 256
+        setattr(self, self.head_name, nn.Linear(out, n_bins))
 
     def head_from(self, h_path: torch.Tensor | None, tab: torch.Tensor | None) -> torch.Tensor:
         """Logits (B, n_bins) from a pooled path embedding and the raw tabular input."""
@@ -156,11 +161,25 @@ class PorpoiseNet(nn.Module):
             h = self.fusion(h_path, h_tab)
         else:
             h = h_path if h_path is not None else h_tab
-        return self.head(h)
+        return getattr(self, self.head_name)(h)
 
     def forward(self, bags, mask, tab) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h_path, attn = self.embed_path(bags, mask) if self.path is not None else (None, None)
+        h_path, attn = self.embed_path(bags, mask) if self.has_path else (None, None)
         return self.head_from(h_path, tab), attn
+
+
+class PorpoiseNet(FusedSurvivalNet):
+    """Path branch (``path_dim`` > 0), tabular branch (``tab_dim`` > 0), fusion, hazard head."""
+
+    def __init__(self, path_dim: int, tab_dim: int, fusion: str = "bilinear", n_bins: int = 4,
+                 dropout: float = 0.25) -> None:
+        super().__init__()
+        self.path = AttentionMIL(path_dim, dropout=dropout) if path_dim > 0 else None
+        self.has_path = self.path is not None
+        self._add_head(256 if self.has_path else 0, tab_dim, fusion, n_bins, dropout)
+
+    def embed_path(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.path(bags, mask)
 
 
 # ------------------------------------------------------------------------------------ discrete time
@@ -235,10 +254,12 @@ class PorpoiseModel:
     """
 
     has_survival = True
+    kind = "porpoise"
+    params_class = PorpoiseParams
 
     def __init__(self, params: dict | None = None, *, bags: BagStore | None = None, seed: int = 0,
                  device: torch.device | None = None) -> None:
-        self.params = PorpoiseParams.from_dict(dict(params or {}))
+        self.params = self.params_class.from_dict(dict(params or {}), self.kind)
         self.bags = bags
         self.seed = seed
         if device is None:
@@ -246,6 +267,11 @@ class PorpoiseModel:
 
             device = torch_device(self.params.device)
         self.device = device
+
+    def _make_net(self, tab_dim: int) -> FusedSurvivalNet:
+        """The untrained network (built after ``torch.manual_seed``: its initial weights follow the seed)."""
+        p = self.params
+        return PorpoiseNet(self.bags.dim if self.bags is not None else 0, tab_dim, p.fusion, p.n_bins, p.dropout)
 
     # ---------------------------------------------------------------- data
     def _tabular(self, X: pd.DataFrame, fit: bool) -> np.ndarray:
@@ -258,25 +284,33 @@ class PorpoiseModel:
         return self.pre_.transform(X[self.columns_]).astype(np.float32)
 
     def _batch(self, patients: list[str], tab: np.ndarray, rng: np.random.Generator | None):
-        """Padded (B, N, D) bags, (B, N) mask and (B, F) tabular input on the device."""
-        bags = None
-        mask = None
+        """Padded bags (:meth:`_pad`), (B, N) mask and (B, F) tabular input on the device.
+
+        With ``rng`` (training) a bag larger than ``max_instances`` is subsampled (instances kept in order).
+        """
+        bags = mask = None
         if self.bags is not None:
-            feats = []
+            chosen = []
             for p in patients:
-                f = self.bags.get(p).features
+                bag = self.bags.get(p)
+                keep = np.arange(len(bag))
                 cap = self.params.max_instances
-                if rng is not None and cap and len(f) > cap:
-                    f = f[np.sort(rng.choice(len(f), cap, replace=False))]
-                feats.append(f)
-            n_max = max(1, max(len(f) for f in feats))
-            bags = np.zeros((len(patients), n_max, self.bags.dim), np.float32)
+                if rng is not None and cap and len(bag) > cap:
+                    keep = np.sort(rng.choice(len(bag), cap, replace=False))
+                chosen.append((bag, keep))
+            n_max = max(1, max(len(keep) for _, keep in chosen))
             mask = np.zeros((len(patients), n_max), bool)
-            for i, f in enumerate(feats):
-                bags[i, : len(f)] = f
-                mask[i, : len(f)] = True
-            bags, mask = torch.from_numpy(bags).to(self.device), torch.from_numpy(mask).to(self.device)
+            for i, (_, keep) in enumerate(chosen):
+                mask[i, : len(keep)] = True
+            bags, mask = self._pad(chosen, n_max), torch.from_numpy(mask).to(self.device)
         return bags, mask, torch.from_numpy(tab).to(self.device)
+
+    def _pad(self, chosen: list[tuple[Bag, np.ndarray]], n_max: int):
+        """(B, n_max, D) float32 instance features on the device, zero-padded (``chosen``: bag, rows kept)."""
+        out = np.zeros((len(chosen), n_max, self.bags.dim), np.float32)
+        for i, (bag, keep) in enumerate(chosen):
+            out[i, : len(keep)] = bag.features[keep]
+        return torch.from_numpy(out).to(self.device)
 
     # ---------------------------------------------------------------- training
     def fit(self, X: pd.DataFrame, y: np.ndarray, patient_id: np.ndarray) -> "PorpoiseModel":
@@ -292,8 +326,7 @@ class PorpoiseModel:
             self.max_time_ = float(y["time"][train].max())
             tab = self._tabular(X.iloc[train], fit=True)
             tab_val = self._tabular(X.iloc[val], fit=False) if val is not None else None
-            path_dim = self.bags.dim if self.bags is not None else 0
-            self.net_ = PorpoiseNet(path_dim, tab.shape[1], p.fusion, p.n_bins, p.dropout).to(self.device)
+            self.net_ = self._make_net(tab.shape[1]).to(self.device)
             # fused: one kernel per step instead of a loop of tensor ops; on CPU a step of the bilinear
             # fusion's 66049 x 256 layer takes 2.5x less time
             opt = torch.optim.Adam(self.net_.parameters(), lr=p.lr, weight_decay=p.weight_decay, fused=True)
@@ -425,7 +458,7 @@ class PorpoiseModel:
             for i, p in enumerate(patients):
                 b, m, t = self._batch([p], tab[i:i + 1], None)
                 with torch.no_grad():
-                    h_path = self.net_.embed_path(b, m)[0] if self.net_.path is not None else None
+                    h_path = self.net_.embed_path(b, m)[0] if self.net_.has_path else None
 
                 def forward(x, h_path=h_path):
                     hp = None if h_path is None else h_path.expand(len(x), -1)
@@ -449,7 +482,7 @@ class PorpoiseModel:
         tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
         for name, arr in preprocessing_arrays(getattr(self, "pre_", None)).items():
             tensors[f"preprocess.{name}"] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
-        meta = {"params": asdict(self.params), "cuts": self.cuts_.tolist(), "max_time": self.max_time_,
+        meta = {"kind": self.kind, "params": asdict(self.params), "cuts": self.cuts_.tolist(), "max_time": self.max_time_,
                 "columns": getattr(self, "columns_", []), "tabular_inputs": getattr(self, "tab_columns_", []),
                 "path_dim": self.bags.dim if self.bags is not None else 0, "seed": self.seed,
                 "best_epoch": self.best_epoch_}

@@ -38,6 +38,7 @@ from tessera.survival.data import SurvivalData
 from tessera.survival.evaluation import evaluate, oof_table
 from tessera.survival.experiment import fit_final, run_cv
 from tessera.survival.settings import (
+    DEEP_KINDS,
     SURVIVAL_FUNCTION_KINDS,
     CVSettings,
     EvalSettings,
@@ -104,7 +105,7 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
     start = time.perf_counter()
     data = data.select(spec.modalities)
     explainer = None
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
         explain = explain or {}
         explainer = E.FoldExplainer(attention=explain.get("attention", True),
                                     integrated_gradients=explain.get("integrated_gradients", True),
@@ -146,7 +147,7 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
             _not_available(out, "calibration", title, f"horizon {run.frame.horizon:g} d beyond the guarded follow-up",
                            ["group", "n", "predicted", "observed", "observed_lower", "observed_upper"])
 
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
         histories = [(f"r{r.fold.repeat} f{r.fold.fold}", r.history) for r in run.results if r.history]
         plots.training(histories, title, out / "training.png")
         attention = E.collect(run.results, "attention")
@@ -168,7 +169,7 @@ def run_model(spec: ModelSpec, data: SurvivalData, out_dir: str | os.PathLike, c
     write_text(out / "MODEL.md", MODEL_NOTE_NONE.format(name=spec.name))
     if final_model:
         learner, params, summary = fit_final(spec, data, cv, ev, hpo, threads=threads, bags=bags, device=device)
-        if spec.kind == "porpoise":
+        if spec.kind in DEEP_KINDS:
             learner.save(out / "model.safetensors")
             how, file = SAFETENSORS_HOW, "model.safetensors"
         else:
@@ -251,29 +252,36 @@ def summarise(metrics_files: list[str | os.PathLike], out_tsv: str | os.PathLike
 
 def run_model_job(model: dict, survival: dict, table: str | os.PathLike, out_dir: str | os.PathLike, *,
                   threads: int = 1, feature_index: str | os.PathLike | None = None,
-                  qc: str | os.PathLike | None = None, workdir: str | os.PathLike = ".") -> dict:
+                  qc: str | os.PathLike | None = None, workdir: str | os.PathLike = ".",
+                  vit4k: dict | None = None) -> dict:
     """The workflow job of one model: ``model`` is its ``survival.models`` entry, ``survival`` the whole section.
 
     The deep model reads its instance bags through ``feature_index`` (and ``qc``) when it has an
     encoder, and computes on ``params.device`` (``auto``: a locked GPU if there is one, else CPU).
+    ``vit4k`` (``hipt_lgp``): ``{"weights": ..., "seed": ...}`` of the pathology stage's ViT-4K, the
+    model's start unless its params name ``vit4k_weights`` themselves.
     """
     from tessera.survival.data import load_cohort_table
     from tessera.survival.settings import parse_survival_config
 
+    if model.get("kind") == "hipt_lgp" and vit4k is not None and "vit4k_weights" not in (model.get("params") or {}):
+        model = {**model, "params": {**(model.get("params") or {}), "vit4k_weights": vit4k["weights"],
+                                     "vit4k_seed": vit4k["seed"]}}
     settings = parse_survival_config({**survival, "models": [model]})
     spec = settings.models[0]
     bags = device = None
-    if spec.kind == "porpoise":
+    if spec.kind in DEEP_KINDS:
         import torch
 
         from tessera.devices import torch_device
         from tessera.survival.bags import BagStore
-        from tessera.survival.settings import PorpoiseParams
+        from tessera.survival.settings import params_class
 
         torch.set_num_threads(max(1, threads))
-        device = torch_device(PorpoiseParams.from_dict(spec.params).device)
+        device = torch_device(params_class(spec.kind).from_dict(spec.params, spec.kind).device)
         log.info("%s computes on %s with %d CPU thread(s)", spec.name, device, threads)
         if spec.encoder is not None:
-            bags = BagStore(feature_index, qc, workdir=workdir)
+            bags = BagStore(feature_index, qc, workdir=workdir,
+                            dataset="tokens" if spec.kind == "hipt_lgp" else "features")
     return run_model(spec, load_cohort_table(table), out_dir, settings.cv, settings.evaluation, settings.hpo,
                      threads=threads, bags=bags, device=device, explain=settings.explain)

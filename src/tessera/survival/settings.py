@@ -17,9 +17,12 @@ SEP = "__"  # feature columns are named {modality}__{feature}
 SURVIVAL_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "svm")
 CLASSIFIER_KINDS = ("logistic", "rf_classifier")
 TABULAR_KINDS = SURVIVAL_KINDS + CLASSIFIER_KINDS
-DEEP_KINDS = ("porpoise",)
+#: Attention-MIL survival networks over instance bags (one training loop: tessera.survival.porpoise);
+#: the HIPT kinds read region bags and need an encoder.
+DEEP_KINDS = ("porpoise", "hipt_gp", "hipt_lgp")
+HIPT_KINDS = ("hipt_gp", "hipt_lgp")
 KINDS = TABULAR_KINDS + DEEP_KINDS
-SURVIVAL_FUNCTION_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", "porpoise")  # predict S(t), not only a risk
+SURVIVAL_FUNCTION_KINDS = ("cox_ridge", "coxnet", "rsf", "gbsa", *DEEP_KINDS)  # predict S(t), not only a risk
 
 #: Files of results/models/{model}/ by what the model can do (see tessera.survival.run). A file
 #: that does not apply to one run (e.g. calibration with a horizon beyond follow-up) holds a note.
@@ -74,7 +77,7 @@ class ModelSpec:
     modalities: list[str] | None = None
     pca: dict = field(default_factory=dict)
     seed: int = 0
-    encoder: str | None = None  # porpoise: encoder whose instance embeddings form the MIL bags
+    encoder: str | None = None  # deep kinds: encoder whose instance embeddings form the MIL bags
 
     @classmethod
     def from_config(cls, entry: dict, default_seed: int = 0, default_trials: int = 20) -> "ModelSpec":
@@ -147,7 +150,7 @@ class EvalSettings:
 
 @dataclass
 class PorpoiseParams:
-    """``survival.models[].params`` of kind ``porpoise`` (defaults = PORPOISE's)."""
+    """``survival.models[].params`` of the deep kinds (defaults = PORPOISE's; ``hipt_lgp`` adds :class:`HIPTLGPParams`)."""
 
     fusion: str = "bilinear"
     n_bins: int = 4
@@ -164,11 +167,11 @@ class PorpoiseParams:
     pca: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, params: dict) -> "PorpoiseParams":
+    def from_dict(cls, params: dict, kind: str = "porpoise") -> "PorpoiseParams":
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(params) - known)
         if unknown:
-            raise InputError(f"unknown porpoise parameter(s) {', '.join(unknown)}", field="survival.models[].params",
+            raise InputError(f"unknown {kind} parameter(s) {', '.join(unknown)}", field="survival.models[].params",
                              fix=f"use only {', '.join(sorted(known))}")
         p = cls(**params)
         if p.fusion not in ("bilinear", "concat"):
@@ -178,6 +181,20 @@ class PorpoiseParams:
             raise InputError(f"unknown device '{p.device}'", field="survival.models[].params.device",
                              fix="use auto, cpu or cuda")
         return p
+
+
+@dataclass
+class HIPTLGPParams(PorpoiseParams):
+    """``params`` of kind ``hipt_lgp``: the deep kinds' and the ViT-4K's start and whether it trains."""
+
+    freeze_4k: bool = False
+    vit4k_weights: str = "random"  # the workflow fills in pathology.weights.hipt4k
+    vit4k_seed: int = 0  # random weights' seed; the workflow fills in pathology.random_seed
+
+
+def params_class(kind: str) -> type[PorpoiseParams]:
+    """The parameter class of a deep kind."""
+    return HIPTLGPParams if kind == "hipt_lgp" else PorpoiseParams
 
 
 @dataclass
@@ -226,10 +243,14 @@ def parse_survival_config(cfg: dict, file: str = "config") -> SurvivalSettings:
             raise InputError(f"PCA for unknown modality {bad_pca}", file=file, field=f"{where}.pca",
                              fix=f"key the PCA components by modality: {', '.join(MODALITIES)}")
         if spec.kind in DEEP_KINDS:
-            PorpoiseParams.from_dict(spec.params)  # unknown parameters fail here, not in a job
+            params_class(spec.kind).from_dict(spec.params, spec.kind)  # unknown parameters fail here, not in a job
         elif spec.encoder is not None:
-            raise InputError("only the porpoise kind reads instance embeddings", file=file, field=f"{where}.encoder",
+            raise InputError(f"only the deep kinds ({', '.join(DEEP_KINDS)}) read instance embeddings", file=file,
+                             field=f"{where}.encoder",
                              fix="remove encoder from this tabular model (it uses slide embeddings via the cohort)")
+        if spec.kind in HIPT_KINDS and spec.encoder is None:
+            raise InputError(f"a {spec.kind} model needs the encoder of its region features", file=file,
+                             field=f"{where}.encoder", fix="set encoder: hipt4k (one 192-d row per 4096-px region)")
         models.append(spec)
     return SurvivalSettings(cohort=cohort, cv=cv, hpo=HPOSettings.from_config(cfg.get("hpo")),
                             evaluation=EvalSettings.from_config(cfg.get("evaluation")),
