@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import with_test_encoders
+from conftest import TEST_ENCODERS, with_test_encoders
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -147,10 +147,10 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def tiny_config(workdir: Path, cohort: str, n_shards: int = 2) -> Path:
-    """``workdir/tiny.yaml``: the workflow's config with the tiny cohort's sheets, fewer shards and the
-    test encoders (conftest.TEST_ENCODERS)."""
-    config = with_test_encoders(yaml.safe_load((workdir / "config" / "config.yaml").read_text()))
+def tiny_config(workdir: Path, cohort: str, n_shards: int = 2, encoders: list[str] = TEST_ENCODERS) -> Path:
+    """``workdir/tiny.yaml``: the workflow's config with the tiny cohort's sheets, fewer shards and
+    ``encoders`` (conftest.TEST_ENCODERS unless told)."""
+    config = with_test_encoders(yaml.safe_load((workdir / "config" / "config.yaml").read_text()), encoders)
     for key, name in (("slides", "slides.tsv"), ("clinical", "clinical.tsv"), ("genomics", "genomics.tsv"),
                       ("reference", "reference.fa"), ("annotation", "genes.gtf")):
         config[key] = f"{cohort}/{name}"

@@ -23,11 +23,23 @@ TEST_ENCODERS = ["hipt256", "hipt4k"]
 DEMO_TESTED_MODELS = ("coxnet", "porpoise", "hipt_gp")  # and explain.model (coxnet), explain.attention_model (hipt_gp)
 
 
-def with_test_encoders(config: dict) -> dict:
-    """``config`` with pathology restricted to :data:`TEST_ENCODERS` (and their weights)."""
+# Runs that test scheduling or storage, not features (SLURM, S3), extract the patch encoder alone: on the
+# tiny cohort hipt4k sends every 4096-px region's 256 patches through the ViT-256 (~1,500 forwards), most
+# of those runs' compute. hipt4k runs in the feature, reproducibility and demo runs.
+PATCH_ENCODER_ONLY = ["hipt256"]
+
+
+def with_test_encoders(config: dict, encoders: list[str] = TEST_ENCODERS) -> dict:
+    """``config`` with pathology restricted to ``encoders`` (and their weights); survival models that read
+    another encoder are left out, and so is an attention heatmap model among them."""
     pathology = config["pathology"]
-    pathology["encoders"] = list(TEST_ENCODERS)
-    pathology["weights"] = {name: pathology["weights"][name] for name in TEST_ENCODERS}
+    pathology["encoders"] = list(encoders)
+    pathology["weights"] = {name: pathology["weights"][name] for name in encoders}
+    models = config["survival"]["models"]
+    config["survival"]["models"] = [m for m in models if m.get("encoder", encoders[0]) in encoders]
+    kept = {m["name"] for m in config["survival"]["models"]}
+    if config["explain"].get("attention_model") not in kept:
+        config["explain"]["attention_model"] = None
     return config
 
 
@@ -69,10 +81,10 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
     return proc
 
 
-def cohort_config(cohort: Path, workdir: Path, **overrides) -> Path:
-    """Write a config file for ``cohort`` into ``workdir`` (repo defaults with :data:`TEST_ENCODERS`, plus
+def cohort_config(cohort: Path, workdir: Path, encoders: list[str] = TEST_ENCODERS, **overrides) -> Path:
+    """Write a config file for ``cohort`` into ``workdir`` (repo defaults with ``encoders``, plus
     ``overrides``); return it."""
-    config = with_test_encoders(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    config = with_test_encoders(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), encoders)
     config.update(
         slides=str(cohort / "slides.tsv"), clinical=str(cohort / "clinical.tsv"), genomics=str(cohort / "genomics.tsv"),
         reference=str(cohort / "reference.fa"), annotation=str(cohort / "genes.gtf"), n_shards=3,

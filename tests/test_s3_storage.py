@@ -10,9 +10,9 @@ import pytest
 
 from anywhere_support import (
     copy_cohort, copy_workflow, driver_credentials, driver_env, moto_s3, run_snakemake, s3_client, s3_keys,
-    s3_read,
-    tiny_config,
+    s3_read, tiny_config,
 )
+from conftest import PATCH_ENCODER_ONLY
 
 BUCKET, PREFIX = "tessera-test", "runs/tiny"
 NT = "nt-v2-random-demo"
@@ -22,7 +22,7 @@ NT = "nt-v2-random-demo"
 def test_default_target_runs_with_s3_default_storage(tmp_path, tiny_cohort):
     workdir = copy_workflow(tmp_path / "wf")
     cohort = copy_cohort(tiny_cohort, workdir / "cohort")
-    config = tiny_config(workdir, "cohort")
+    config = tiny_config(workdir, "cohort", encoders=PATCH_ENCODER_ONLY)  # storage, not features
     creds = driver_credentials()
     with moto_s3(BUCKET) as endpoint:
         env = driver_env(tmp_path / "home", AWS_ENDPOINT_URL_S3=endpoint, **creds)
@@ -58,6 +58,7 @@ def test_default_target_runs_with_s3_default_storage(tmp_path, tiny_cohort):
         assert set(genes["weights"]) == {f"results/genomics/{NT}/random-weights/model.safetensors"}
         manifest = json.loads(s3_read(endpoint, BUCKET, f"{PREFIX}/results/manifest.json"))
         assert manifest["weights"]["genomics"]["weights"][0]["weights"] == genes["weights"].iloc[0]
+        assert set(manifest["weights"]["pathology"]) == set(PATCH_ENCODER_ONLY)
         for encoder, entry in manifest["weights"]["pathology"].items():
             assert "note" not in entry and entry["weights"]["random"] is True, (encoder, entry)
 
