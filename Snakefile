@@ -24,8 +24,8 @@ include: "rules/common.smk"
 include: "rules/slides.smk"
 include: "rules/pathology.smk"
 include: "rules/genomics.smk"
-include: "rules/explain.smk"
 include: "rules/survival.smk"
+include: "rules/explain.smk"
 
 
 # The results a run makes (rule all) of the stages switched on (config/README.md "Cohort inputs");

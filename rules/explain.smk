@@ -15,8 +15,9 @@ if EXPLAIN["model"] is not None:
         oof=f"results/models/{EXPLAIN['model']}/oof_predictions.tsv",
         clinical=config["clinical"],
     )
-# explain.attention_model: that deep model's attention heatmaps beside the cluster maps
-if EXPLAIN.get("attention_model"):
+# explain.attention_model: that deep model's attention heatmaps beside the cluster maps, when it runs
+# (HEATMAP_MODELS, rules/survival.smk: not when the cohort is too small for the survival folds)
+if EXPLAIN.get("attention_model") in HEATMAP_MODELS:
     EXPLAIN_INPUTS.update(
         heatmaps=f"results/models/{EXPLAIN['attention_model']}/heatmaps.tsv",
         heatmap_dir=f"results/models/{EXPLAIN['attention_model']}/heatmaps",

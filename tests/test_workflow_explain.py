@@ -107,11 +107,11 @@ def test_the_browser_check_catches_console_errors_and_broken_images(tmp_path):
 
 
 def test_rule_all_plans_the_report_once_and_not_for_a_cohort_too_small_for_survival(tmp_path, tiny_cohort):
-    def dry_run(n_splits: int, tuned: bool = True):
+    def dry_run(n_splits: int, tuned: bool = True, **explain):
         models = [m if tuned else {k: v for k, v in m.items() if k not in ("search", "n_trials")}
                   for m in CONFIG["survival"]["models"]]
         survival = {**CONFIG["survival"], "cv": {**CONFIG["survival"]["cv"], "n_splits": n_splits}, "models": models}
-        config = cohort_config(tiny_cohort, tmp_path, survival=survival)
+        config = cohort_config(tiny_cohort, tmp_path, survival=survival, explain={**CONFIG["explain"], **explain})
         return run_snakemake(tmp_path, "--configfile", str(config), "-n")
 
     assert planned_jobs(dry_run(2, tuned=False))["explain_report"] == 1
@@ -122,6 +122,11 @@ def test_rule_all_plans_the_report_once_and_not_for_a_cohort_too_small_for_survi
         jobs = planned_jobs(run)
         assert "explain_report" not in jobs and "survival_tabular" not in jobs and jobs["patch_slides"] >= 1
         assert "no survival models in this run" in run.stderr + run.stdout and key in run.stderr + run.stdout
+    # the clusters without a risk (explain.model null) are still reported then, without the attention
+    # heatmaps of a model that does not run
+    assert CONFIG["explain"]["attention_model"]
+    jobs = planned_jobs(dry_run(20, model=None))
+    assert jobs["explain_report"] == 1 and "survival_deep" not in jobs and "survival_heatmaps" not in jobs
 
 
 def test_demo_planted_texture_clusters_rank_first(demo_run):
