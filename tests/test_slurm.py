@@ -219,7 +219,10 @@ def test_ctrl_c_cancels_the_running_jobs(slurm, tmp_path):
             os.killpg(main.pid, signal.SIGKILL)
         log.close()
     output = (tmp_path / "run.log").read_text()
-    assert slurm.run("squeue", "-h", "--name", run_id(output)).stdout.strip() == ""
+    # scancel returns before SLURM has ended the job (its state reads R for a few seconds on a loaded
+    # machine); a 600-s sleep that leaves the queue within a minute was cancelled
+    slurm.wait_for("the cancelled job leaving the queue",
+                   lambda: slurm.run("squeue", "-h", "--name", run_id(output)).stdout.strip() == "", timeout=60)
     slurm.wait_for("the cancellation's accounting record", lambda: jobs_of(slurm, output), timeout=30)
     (job,) = jobs_of(slurm, output)
     assert job["rule"] == "slow_step" and job["state"].startswith("CANCELLED"), job
