@@ -7,8 +7,8 @@ set -euo pipefail
 PY=${PY:-.venv/bin/python}
 ARGS=(--device cuda --size 16384 --slides 2 --repeat 4 --rounds 1)
 for precision in bf16 fp32; do
-  for enc in uni_v1 uni_v2 virchow virchow2 hoptimus1 gigapath phikon phikon_v2 conch_v15 conch_v1 \
-             kaiko-vits16 kaiko-vitl14 lunit-vits8; do
+  for enc in uni_v1 uni_v2 virchow virchow2 hoptimus0 hoptimus1 gigapath phikon phikon_v2 conch_v15 conch_v1 \
+             kaiko-vits16 kaiko-vits8 kaiko-vitb16 kaiko-vitb8 kaiko-vitl14 lunit-vits8; do
     echo "== $enc $precision"
     "$PY" benchmarks/bench_features.py "${ARGS[@]}" --precision "$precision" --encoders "$enc" --each | tail -4
   done
