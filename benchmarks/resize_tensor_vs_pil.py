@@ -39,12 +39,14 @@ def tiles(px: int) -> np.ndarray:
 
 
 def main() -> None:
-    print(f"{'resize':<22} {'used by':<28} {'tiles':>5} {'max |diff|':>10} {'mean |diff|':>11} {'pixels off':>10}")
+    header = ("resize", "used by", "tiles", "max |diff|", "mean |diff|", "pixels off")
+    print(f"{header[0]:<22} {header[1]:<28} {header[2]:>5} {header[3]:>10} {header[4]:>11} {header[5]:>10}")
     for tile_px, out_px, interpolation, used_by in RESIZES:
         batch = tiles(tile_px)
         pil = TileTransform(resize=out_px, interpolation=interpolation).apply(batch).astype(np.int16)
         tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
-        resized = torch.nn.functional.interpolate(tensor, size=(out_px, out_px), mode=interpolation, antialias=True)
+        resized = torch.nn.functional.interpolate(tensor, size=(out_px, out_px), mode=interpolation,
+                                                  antialias=True)
         torch_u8 = resized.round().clamp(0, 255).permute(0, 2, 3, 1).numpy().astype(np.int16)
         diff = np.abs(torch_u8 - pil)
         print(f"{tile_px} -> {out_px} {interpolation:<12} {used_by:<28} {len(batch):>5} {diff.max():>10} "
