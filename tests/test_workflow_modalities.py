@@ -1,13 +1,16 @@
 """A cohort without one modality (README "Your own cohort"): `slides: null`, `genomics: null`, `clinical: null`
-switch their stages off and the rest runs. Dry runs of the three configs on the tiny cohort; the genomes +
-clinical config also runs for real in tests/genomics/test_genomics_workflow.py (that test's genomic run)."""
+switch their stages off and the rest runs. Dry runs of the three configs on the tiny cohort; each also runs
+for real: slides + clinical, then slides alone, below; genomes + clinical in
+tests/genomics/test_genomics_workflow.py (that test's genomic run)."""
 
+import json
 import re
 
+import pandas as pd
 import pytest
 import yaml
 
-from conftest import cohort_config, run_snakemake
+from conftest import PATCH_ENCODER_ONLY, cohort_config, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -25,10 +28,10 @@ def planned_jobs(proc) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
-def user_config(cohort, workdir, **sheets):
+def user_config(cohort, workdir, encoders=None, **sheets):
     """The tiny cohort's config with ``sheets`` overridden, folds the 6 patients can fill, and the untuned
     models (a tuned one's inner folds cannot be filled: planning blocks the survival stage)."""
-    path = cohort_config(cohort, workdir, **sheets)
+    path = cohort_config(cohort, workdir, **({"encoders": encoders} if encoders else {}), **sheets)
     config = yaml.safe_load(path.read_text())
     config["survival"]["cv"].update(n_splits=2, n_repeats=1, inner_splits=2)
     config["survival"]["models"] = [m for m in config["survival"]["models"] if not m.get("search")]
@@ -54,3 +57,53 @@ def test_each_modality_subset_plans_its_stages_only(tmp_path, tiny_cohort, sheet
     out = proc.stdout + proc.stderr
     assert all(f"tessera: {note}" in out for note in notes), out
 
+
+
+def jobs_run(proc) -> set[str]:
+    """Rules of the jobs a finished run executed (its 'Job stats' table, which a real run logs to stderr)."""
+    table = proc.stderr.split("Job stats:")[-1].split("Select jobs to execute")[0]
+    return {m[1] for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)} - {"all", "total"}
+
+
+def test_slides_and_clinical_then_slides_alone_run(tmp_path, tiny_cohort):
+    """README's "slides + clinical" config (`genomics: null`) runs its default target for real: slide stage,
+    patch features, survival on clinical + slide features, explain with that model's risk, the manifest, no
+    genomic stage. Then "slides alone" (`clinical: null` too) in the same working directory: only the
+    explain report (now without a risk: clusters by prevalence) and the manifest run again; the slide and
+    feature outputs it shares with the first run are kept, as for a user who drops a modality."""
+    # the demo slides only (the CMU slide is 40 % of the tiles: reading, tested elsewhere) and one Cox model
+    slides = pd.read_csv(tiny_cohort / "slides.tsv", sep="\t", keep_default_na=False)
+    slides = slides[~slides["path"].str.endswith(".svs")]
+    slides = slides.assign(path=[str(tiny_cohort / p) for p in slides["path"]])
+    slides.to_csv(tmp_path / "slides.tsv", sep="\t", index=False)
+    config = user_config(tiny_cohort, tmp_path, PATCH_ENCODER_ONLY, genomics=None, n_shards=2,
+                         slides=str(tmp_path / "slides.tsv"))
+    settings = yaml.safe_load(config.read_text())
+    settings["survival"]["models"] = [m for m in settings["survival"]["models"] if m["name"] == "cox_ridge"]
+    settings["survival"]["cohort"]["missing"] = "impute"  # P001's only slide was the CMU one: keep P001
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+    first = run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
+    one_cox_model = SURVIVAL_RULES - {"survival_deep", "survival_heatmaps", "survival_ranking"}
+    assert jobs_run(first) == SLIDE_RULES | EXPLAIN_RULES | one_cox_model | {"manifest"}, jobs_run(first)
+    table = pd.read_parquet(tmp_path / "results/cohort/table.parquet")
+    assert len(table) == 6
+    assert {c.split("__")[0] for c in table.columns if "__" in c} == {"clinical", "pathology"}
+    metrics = json.loads((tmp_path / "results/models/cox_ridge/metrics.json").read_text())
+    assert metrics["modalities"] == ["clinical", "pathology"], metrics["modalities"]
+    assert not (tmp_path / "results/genomics").exists()
+    report = (tmp_path / "results/explain/hipt256/report.html").read_text()
+    assert 'id="no-risk"' not in report and 'id="variance-explained"' in report
+    manifest = json.loads((tmp_path / "results/manifest.json").read_text())
+    assert "genomics" not in manifest["inputs"] and {"slides", "clinical"} <= set(manifest["inputs"])
+
+    settings["clinical"] = None
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    alone = run_snakemake(tmp_path, "--configfile", str(config), "--cores", "2")
+    assert jobs_run(alone) == {"explain_report", "manifest"}, jobs_run(alone)
+    out = alone.stdout + alone.stderr
+    assert "tessera: clinical: null switches off the survival stage" in out
+    report = (tmp_path / "results/explain/hipt256/report.html").read_text()
+    assert 'id="no-risk"' in report and "Clusters ranked by prevalence" in report
+    manifest = json.loads((tmp_path / "results/manifest.json").read_text())
+    assert not {"genomics", "clinical"} & set(manifest["inputs"]) and "slides" in manifest["inputs"]

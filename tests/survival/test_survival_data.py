@@ -49,6 +49,18 @@ def test_fewer_events_than_folds_is_an_error():
         outer_folds(_y(events=events), 5, 1, 0)
 
 
+def test_a_class_too_small_for_any_folds_asks_for_a_larger_cohort():
+    """One censored patient (or one event) cannot be spread over 2 folds: the fix is a larger cohort, not
+    "at most 2 folds" (what a drop of patients without slides left a user's 2-fold run with)."""
+    events = np.ones(6, bool)
+    events[0] = False
+    with pytest.raises(InputError, match="1 censored patient\\(s\\), fewer than the 2 folds") as err:
+        outer_folds(_y(6, events=events), 2, 1, 0)
+    assert "at least 2 censored patients (or none)" in str(err.value) and "at most" not in str(err.value)
+    with pytest.raises(InputError, match="use at most 3 folds"):
+        outer_folds(_y(6, events=np.array([1, 1, 1, 0, 0, 0], bool)), 4, 1, 0)
+
+
 def test_all_censored_training_fold_is_an_error():
     """A fold whose training part has no event (possible only with hand-made folds) stops with the fold named."""
     events = np.zeros(20, bool)

@@ -92,6 +92,9 @@ def test_a_cohort_too_small_for_the_folds_gets_no_survival_jobs():
     assert "3 event(s), fewer than survival.cv.n_splits = 5" in cv_blocker([1, 1, 1, 0, 0, 0, 0, 0], cv)
     assert "2 censored patient(s)" in cv_blocker([1] * 8 + [0, 0], cv)
     assert cv_blocker([1] * 8, cv) is None  # no censoring at all is fine
+    # one censored patient: no number of folds works, so the fix is not "at most 2" folds (2 already fail)
+    one = cv_blocker([1] * 8 + [0], CVSettings(n_splits=2))
+    assert one.endswith("Fix: use a larger cohort (cross-validation needs at least 2 of each)"), one
 
 
 def test_inner_folds_are_checked_when_planning_and_named_by_their_key():

@@ -41,13 +41,20 @@ def check_folds_possible(y: np.ndarray, n_splits: int, what: str = "the cohort",
     if n_events < n_splits:
         raise InputError(
             f"{what} has {n_events} event(s), fewer than the {n_splits} folds: some test folds would have none",
-            field=field, fix=f"use at most {max(2, n_events)} folds, or a larger cohort",
+            field=field, fix=_fewer_folds(n_events, "2 events"),
         )
     if len(y) - n_events and len(y) - n_events < n_splits:
         raise InputError(
             f"{what} has {len(y) - n_events} censored patient(s), fewer than the {n_splits} folds",
-            field=field, fix=f"use at most {max(2, len(y) - n_events)} folds",
+            field=field, fix=_fewer_folds(len(y) - n_events, "2 censored patients (or none)"),
         )
+
+
+def _fewer_folds(n: int, need: str) -> str:
+    """The fix when only ``n`` patients of a class can be spread over the folds (2 folds need 2)."""
+    if n >= 2:
+        return f"use at most {n} folds, or a larger cohort"
+    return f"a larger cohort: cross-validation needs at least {need}"
 
 
 def outer_folds(y: np.ndarray, n_splits: int, n_repeats: int, seed: int) -> list[Fold]:

@@ -311,8 +311,9 @@ def cv_blocker(event, cv: CVSettings, models: list[ModelSpec] = ()) -> str | Non
     counts = {"event(s)": n_events, **({"censored patient(s)": n_censored} if n_censored else {})}
     what, n = min(counts.items(), key=lambda kv: kv[1])
     if n < cv.n_splits:
-        return (f"the clinical table has {n} {what}, fewer than survival.cv.n_splits = {cv.n_splits}. "
-                f"Fix: lower survival.cv.n_splits (at most {max(2, n)}), or use a larger cohort")
+        fix = (f"lower survival.cv.n_splits (at most {n}), or use a larger cohort" if n >= 2 else
+               "use a larger cohort (cross-validation needs at least 2 of each)")
+        return f"the clinical table has {n} {what}, fewer than survival.cv.n_splits = {cv.n_splits}. Fix: {fix}"
     tuned = [m.name for m in models if m.search]
     if not tuned:
         return None
