@@ -15,12 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 CMU_SLIDE = REPO / "src" / "tessera" / "demo" / "data" / "CMU-1-Small-Region.svs"
 # The workflow tests run the two HIPT encoders (a patch encoder and a region encoder over it, one grid
 # group, two feature outputs). The demo config's further encoder (kaiko-vits16, same grid group) adds no
-# workflow path, only ~40 % more extraction time in every run. Several foundation encoders in one read are
-# tested in tests/test_pathology_extract.py, each encoder's network in tests/test_pathology_encoders.py.
+# workflow path, only ~40 % more extraction time in every run: one workflow run extracts it beside hipt256
+# (tests/test_workflow_modalities.py). Several foundation encoders in one read are tested in
+# tests/test_pathology_extract.py, each encoder's network in tests/test_pathology_encoders.py.
 TEST_ENCODERS = ["hipt256", "hipt4k"]
 
 
 DEMO_TESTED_MODELS = ("coxnet", "porpoise", "hipt_gp")  # and explain.model (coxnet), explain.attention_model (hipt_gp)
+DEMO_HEATMAP_SLIDES = 4  # per deep model in the tests' demo run (the demo config's 8 draw the same way)
 
 
 # Runs that test scheduling or storage, not features (SLURM, S3), extract the patch encoder alone: on the

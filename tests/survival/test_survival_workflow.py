@@ -12,6 +12,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
+from conftest import DEMO_HEATMAP_SLIDES
 from survival_fabricate import ENCODER, GENOMIC_MODEL, fabricate_cohort
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,7 +153,7 @@ def test_demo_hipt_gp_trains_on_the_region_bags_and_draws_heatmaps(demo_run):
     ok = index[index["n"] > 0].groupby("patient_id")["n"].sum()
     assert regions.groupby("patient_id").size().to_dict() == ok[ok.index.isin(regions["patient_id"])].to_dict()
     heatmaps = pd.read_csv(out / "heatmaps.tsv", sep="\t")
-    assert len(heatmaps) == 8 and set(heatmaps["risk_group"]) == {"highest", "lowest"}
+    assert len(heatmaps) == DEMO_HEATMAP_SLIDES and set(heatmaps["risk_group"]) == {"highest", "lowest"}
     assert all((out / "heatmaps" / f).stat().st_size > 10_000 for f in heatmaps["file"])
     report = (work / "results" / "explain" / "hipt256" / "report.html").read_text()
-    assert 'id="attention-heatmaps"' in report and report.count('alt="attention heatmap of slide') == 8
+    assert 'id="attention-heatmaps"' in report and report.count('alt="attention heatmap of slide') == DEMO_HEATMAP_SLIDES
