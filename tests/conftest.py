@@ -118,6 +118,7 @@ def demo_run(tmp_path_factory, demo_cohort) -> tuple[Path, Path]:
     cfg = yaml.safe_load(config.read_text())
     cfg["survival"]["models"] = [m for m in cfg["survival"]["models"] if m["name"] in DEMO_TESTED_MODELS]
     cfg["survival"]["cv"]["n_repeats"] = 1  # the demo's second repeat tightens its figures, not the tests' answers
+    cfg["survival"]["explain"]["heatmap_slides"] = DEMO_HEATMAP_SLIDES
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_snakemake(work, "--configfile", str(config), "--cores", "2", timeout=3000)
     return work, demo_cohort
