@@ -65,6 +65,6 @@ def test_jobs_under_a_status_check_stay_cancellable_and_finished_ones_leave():
 
 
 def test_the_fix_is_installed_for_the_pinned_release(monkeypatch):
-    monkeypatch.setattr(RemoteExecutor, "_wait_for_jobs", RemoteExecutor.__dict__["_wait_for_jobs"])
+    monkeypatch.setattr(RemoteExecutor, "_wait_for_jobs", upstream_remote_executor()._wait_for_jobs)
     remote_cancel.keep_checked_jobs_cancellable()
     assert RemoteExecutor.__dict__["_wait_for_jobs"] is remote_cancel._wait_for_jobs

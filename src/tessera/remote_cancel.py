@@ -36,7 +36,8 @@ async def _wait_for_jobs(self) -> None:
             checking = list(self.active_jobs)
         still_active = [job async for job in self.check_active_jobs(checking)]
         async with async_lock(self.lock):
-            submitted_meanwhile = [job for job in self.active_jobs if not any(job is c for c in checking)]
+            checked = {id(job) for job in checking}
+            submitted_meanwhile = [job for job in self.active_jobs if id(job) not in checked]
             self.active_jobs[:] = submitted_meanwhile + still_active
         await self.sleep()
 
