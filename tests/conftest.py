@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -95,6 +96,18 @@ def cohort_config(cohort: Path, workdir: Path, encoders: list[str] = TEST_ENCODE
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def demo_slides_sheet(cohort: Path, dest: Path) -> Path:
+    """Write ``cohort``'s slide sheet without the CMU slide (40 % of the tiny cohort's tiles: runs that test
+    scheduling, storage or stages, not reading, leave it out) to ``dest``; paths as the cohort's sheet
+    gives them, made absolute when ``dest`` is outside the cohort. Returns ``dest``."""
+    slides = pd.read_csv(cohort / "slides.tsv", sep="\t", keep_default_na=False)
+    slides = slides[~slides["path"].str.endswith(".svs")]
+    if dest.parent != cohort:
+        slides = slides.assign(path=[str(cohort / p) for p in slides["path"]])
+    slides.to_csv(dest, sep="\t", index=False)
+    return dest
 
 
 @pytest.fixture(scope="session")

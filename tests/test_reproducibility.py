@@ -102,8 +102,13 @@ def start_run(workdir: Path, config: Path) -> subprocess.Popen:
 
 
 def finish_run(proc: subprocess.Popen, workdir: Path, timeout: float = 900) -> str:
-    """Wait for a started run; it must succeed. Returns its output."""
-    returncode = proc.wait(timeout=timeout)
+    """Wait for a started run (killed if it outlasts ``timeout``); it must succeed. Returns its output."""
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
     output = (workdir / "run.log").read_text()
     assert returncode == 0, f"snakemake failed:\n{output[-8000:]}"
     return output

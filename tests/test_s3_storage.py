@@ -12,7 +12,7 @@ from anywhere_support import (
     copy_cohort, copy_workflow, driver_credentials, driver_env, moto_s3, run_snakemake, s3_client, s3_keys,
     s3_read, tiny_config,
 )
-from conftest import PATCH_ENCODER_ONLY
+from conftest import PATCH_ENCODER_ONLY, demo_slides_sheet
 
 BUCKET, PREFIX = "tessera-test", "runs/tiny"
 NT = "nt-v2-random-demo"
@@ -24,8 +24,7 @@ def test_default_target_runs_with_s3_default_storage(tmp_path, tiny_cohort):
     cohort = copy_cohort(tiny_cohort, workdir / "cohort")
     # storage, not reading or features: the demo slides (not the CMU slide, 40 % of the tiles; slides on S3
     # are read in tests/test_pathology_extract.py) and the patch encoder
-    sheet = pd.read_csv(cohort / "slides.tsv", sep="\t", keep_default_na=False)
-    sheet[~sheet["path"].str.endswith(".svs")].to_csv(cohort / "slides.tsv", sep="\t", index=False)
+    demo_slides_sheet(cohort, cohort / "slides.tsv")
     config = tiny_config(workdir, "cohort", encoders=PATCH_ENCODER_ONLY)
     creds = driver_credentials()
     with moto_s3(BUCKET) as endpoint:

@@ -28,10 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from conftest import PATCH_ENCODER_ONLY, REPO, cohort_config
+from conftest import PATCH_ENCODER_ONLY, REPO, cohort_config, demo_slides_sheet
 from slurm_cluster import ACCOUNT, GPU_MODEL
 from tessera.profiles import SLURM_SITE, slurm_resources
 from tessera.rundiff import compare_runs
@@ -107,11 +106,8 @@ def runs(slurm, tiny_cohort, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm-runs")
     # the demo slides and the patch encoder only: the CMU slide (40 % of the tiny cohort's tiles) and hipt4k
     # add reading and compute, not scheduling
-    slides = pd.read_csv(tiny_cohort / "slides.tsv", sep="\t", keep_default_na=False)
-    slides = slides[~slides["path"].str.endswith(".svs")]
-    slides = slides.assign(path=[str(tiny_cohort / p) for p in slides["path"]])
-    slides.to_csv(root / "slides.tsv", sep="\t", index=False)
-    config = cohort_config(tiny_cohort, root, PATCH_ENCODER_ONLY, n_shards=2, slides=str(root / "slides.tsv"))
+    slides = demo_slides_sheet(tiny_cohort, root / "slides.tsv")
+    config = cohort_config(tiny_cohort, root, PATCH_ENCODER_ONLY, n_shards=2, slides=str(slides))
     for name in ("tiny", "local", "toy"):
         (root / name).mkdir()
     shutil.copytree(REPO / "tests" / "executor_workflow", root / "toy", dirs_exist_ok=True)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PATCH_ENCODER_ONLY, cohort_config, run_snakemake
+from conftest import PATCH_ENCODER_ONLY, cohort_config, demo_slides_sheet, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -24,10 +24,16 @@ SURVIVAL_RULES = {"survival_cohort", "survival_tabular", "survival_ranking", "su
                   "survival_summary"}
 
 
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule → job count from the 'Job stats' table of a dry run."""
-    table = proc.stdout.split("Job stats:")[-1]
+def job_stats(text: str) -> dict[str, int]:
+    """Rule → job count from the first 'Job stats' table in Snakemake's output (a dry run prints it to
+    stdout, a real run logs it to stderr)."""
+    table = text.split("Job stats:", 1)[-1].split("Select jobs to execute")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule → job count of a dry run."""
+    return job_stats(proc.stdout)
 
 
 def user_config(cohort, workdir, encoders=None, **sheets):
@@ -58,11 +64,9 @@ def test_each_modality_subset_plans_its_stages_only(tmp_path, tiny_cohort, sheet
     assert all(f"tessera: {note}" in out for note in notes), out
 
 
-
 def jobs_run(proc) -> set[str]:
-    """Rules of the jobs a finished run executed (its 'Job stats' table, which a real run logs to stderr)."""
-    table = proc.stderr.split("Job stats:")[-1].split("Select jobs to execute")[0]
-    return {m[1] for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)} - {"all", "total"}
+    """Rules of the jobs a finished run executed."""
+    return set(job_stats(proc.stderr)) - {"all"}
 
 
 def test_slides_and_clinical_then_slides_alone_run(tmp_path, tiny_cohort):
@@ -73,10 +77,7 @@ def test_slides_and_clinical_then_slides_alone_run(tmp_path, tiny_cohort):
     feature outputs it shares with the first run are kept, as for a user who drops a modality. The run
     extracts HIPT's patch encoder and a foundation model (kaiko-vits16) from one read of one grid."""
     # the demo slides only (the CMU slide is 40 % of the tiles: reading, tested elsewhere) and one Cox model
-    slides = pd.read_csv(tiny_cohort / "slides.tsv", sep="\t", keep_default_na=False)
-    slides = slides[~slides["path"].str.endswith(".svs")]
-    slides = slides.assign(path=[str(tiny_cohort / p) for p in slides["path"]])
-    slides.to_csv(tmp_path / "slides.tsv", sep="\t", index=False)
+    slides = pd.read_csv(demo_slides_sheet(tiny_cohort, tmp_path / "slides.tsv"), sep="\t")
     # HIPT's patch encoder and a foundation model on the same 256-px grid: one read per tile feeds both
     config = user_config(tiny_cohort, tmp_path, [*PATCH_ENCODER_ONLY, "kaiko-vits16"], genomics=None, n_shards=2,
                          slides=str(tmp_path / "slides.tsv"))
