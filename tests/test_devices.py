@@ -209,3 +209,31 @@ def test_torch_device_on_a_cuda_host_sees_exactly_one_gpu(tmp_path):
            "print(d.type, torch.cuda.device_count())"
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["cuda", "1"]
+
+
+# A fresh process's first vector-math call (benchmarks/vml_first_call.py): 1 if it equals the second.
+FIRST_CALL = """
+import sys, torch
+from tessera.devices import use_cpu_threads
+use_cpu_threads(2)
+inv_freq = 1.0 / (10000 ** (torch.arange(0, 16, 2).float() / 16))
+freqs = torch.outer(torch.arange(256, dtype=torch.float32), inv_freq)
+table = torch.cat((freqs, freqs), dim=-1)  # the NT rotary table, where two runs' embeddings differed
+f = getattr(torch, sys.argv[1])
+print(int(torch.equal(f(table), f(table))))
+"""
+
+
+def test_the_first_vector_math_call_on_two_threads_gives_the_usual_bits():
+    """Without the set-up in use_cpu_threads, 7.5 % of fresh processes got other bits from their first
+    call (21 of 280 in benchmarks/vml_first_call.py): 30 processes all agreeing would then happen 1 time in 10."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def first_call_agrees(name: str) -> bool:
+        out = subprocess.run([sys.executable, "-c", FIRST_CALL, name], capture_output=True, text=True, check=True)
+        return out.stdout.strip() == "1"
+
+    names = [devices.VML_FUNCTIONS[i % len(devices.VML_FUNCTIONS)] for i in range(30)]
+    with ThreadPoolExecutor(2) as pool:
+        agree = list(pool.map(first_call_agrees, names))
+    assert all(agree), [name for name, ok in zip(names, agree) if not ok]

@@ -1,4 +1,4 @@
-"""Which device a job computes on, and one GPU per job on a multi-GPU host.
+"""Which device a job computes on, one GPU per job on a multi-GPU host, and its CPU threads.
 
 Snakemake only counts ``resources: gpu=1`` and never pins a device (snakemake#281), so two GPU
 jobs would both land on GPU 0. :func:`pin_gpu` gives each job its own GPU: it takes an exclusive
@@ -48,6 +48,9 @@ from pathlib import Path
 from tessera import locks
 
 log = logging.getLogger(__name__)
+
+#: torch's float functions that call Intel MKL's vector-math library (VML) in the x86 CPU builds.
+VML_FUNCTIONS = ("exp", "log", "sqrt", "sin", "cos", "tanh", "erf")
 
 
 def default_lock_dir() -> Path:
@@ -180,3 +183,23 @@ def torch_device(requested: str = "auto"):
     if not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for but CUDA is not available; set device: auto or cpu")
     return torch.device("cuda")
+
+
+def use_cpu_threads(threads: int) -> None:
+    """Compute on ``threads`` CPU threads (torch's intra-op pool), with bits that do not depend on timing.
+
+    MKL's vector-math library, behind torch's exp, log, sqrt, sin, cos, tanh and erf, sets itself up
+    on its first call. When two OpenMP threads make that first call at once (a tensor of 2,048
+    elements or more, on two threads or more), the call returns other values in the last bit in some
+    fresh processes: 4–12 % of them per function with torch 2.13 and MKL 2024.2 on 2 threads
+    (benchmarks/vml_first_call.py), and so one run's NT embeddings differed from another's. Later
+    calls agree. Calling each function once here, on a tensor below ATen's parallel grain (so on this
+    thread alone), sets the library up before any parallel call.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    small = torch.ones(8, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        for name in VML_FUNCTIONS:
+            getattr(torch, name)(small.to(dtype))

@@ -43,7 +43,7 @@ import torch
 
 from tessera import __version__
 from tessera.atomic import atomic_path
-from tessera.devices import torch_device
+from tessera.devices import torch_device, use_cpu_threads
 from tessera.errors import InputError, SlideError
 from tessera.h5 import write_h5
 from tessera.pathology.encoders import registry
@@ -302,7 +302,7 @@ def extract_shard(slides: list[dict], slides_dir: str | Path, out_dirs: dict[str
     out_dirs = {name: Path(d) for name, d in out_dirs.items()}
     for d in out_dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, threads))
+    use_cpu_threads(threads)
     device = torch_device(params.device)
     enc = Encoders(params, device)
     if set(out_dirs) != set(enc.set.outputs):

@@ -271,13 +271,11 @@ def run_model_job(model: dict, survival: dict, table: str | os.PathLike, out_dir
     spec = settings.models[0]
     bags = device = None
     if spec.kind in DEEP_KINDS:
-        import torch
-
-        from tessera.devices import torch_device
+        from tessera.devices import torch_device, use_cpu_threads
         from tessera.survival.bags import BagStore
         from tessera.survival.settings import params_class
 
-        torch.set_num_threads(max(1, threads))
+        use_cpu_threads(threads)
         device = torch_device(params_class(spec.kind).from_dict(spec.params, spec.kind).device)
         log.info("%s computes on %s with %d CPU thread(s)", spec.name, device, threads)
         if spec.encoder is not None:
