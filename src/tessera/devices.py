@@ -189,12 +189,11 @@ def use_cpu_threads(threads: int) -> None:
     """Compute on ``threads`` CPU threads (torch's intra-op pool), with bits that do not depend on timing.
 
     MKL's vector-math library, behind torch's exp, log, sqrt, sin, cos, tanh and erf, sets itself up
-    on its first call. When two OpenMP threads make that first call at once (a tensor of 2,048
-    elements or more, on two threads or more), the call returns other values in the last bit in some
-    fresh processes: 4–12 % of them per function with torch 2.13 and MKL 2024.2 on 2 threads
-    (benchmarks/vml_first_call.py), and so one run's NT embeddings differed from another's. Later
-    calls agree. Calling each function once here, on a tensor below ATen's parallel grain (so on this
-    thread alone), sets the library up before any parallel call.
+    on its first call. When that first call is split over two OpenMP threads or more, it returns
+    other last bits in some fresh processes: 7.5 % of them with torch 2.13 and MKL 2024.2 on 2
+    threads (benchmarks/vml_first_call.py), and so one run's NT embeddings differed from another's.
+    Later calls agree. Calling each function once here, on a tensor small enough for ATen to compute
+    on this thread alone, sets the library up before any parallel call.
     """
     import torch
 
