@@ -5,7 +5,7 @@ Each trial is a fresh Python process that sets ``--threads`` CPU threads and app
 the NT rotary table (256 positions x 16, the tensor where a run's embeddings first differed), twice.
 The first call is compared with the second, which always gives the usual bits. ``bare`` calls
 ``torch.set_num_threads``; ``tessera`` calls :func:`tessera.devices.use_cpu_threads`, which every
-torch job of the workflow uses.
+torch job of the workflow uses. tests/test_devices.py runs this trial, with the set-up, in 30 processes.
 
     .venv/bin/python benchmarks/vml_first_call.py --trials 40
 """

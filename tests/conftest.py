@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,18 @@ def cohort_config(cohort: Path, workdir: Path, encoders: list[str] = TEST_ENCODE
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Rule → job count from the 'Job stats' table in Snakemake's output (a dry run prints it to stdout, a
+    real run logs it to stderr), without its 'total' row."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule → job count of a dry run."""
+    return job_stats(proc.stdout)
 
 
 def demo_slides_sheet(cohort: Path, dest: Path) -> Path:

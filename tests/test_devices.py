@@ -1,7 +1,9 @@
-"""The one-GPU-per-job allocator: fake GPUs (``TESSERA_GPU_COUNT``), real processes, real flocks."""
+"""The one-GPU-per-job allocator: fake GPUs (``TESSERA_GPU_COUNT``), real processes, real flocks; and CPU
+threads whose results do not depend on timing (``use_cpu_threads``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from tessera import devices, locks
 
 # A fake GPU job: pin a device, hold it for a while, record when.
@@ -211,29 +214,16 @@ def test_torch_device_on_a_cuda_host_sees_exactly_one_gpu(tmp_path):
     assert out.stdout.split() == ["cuda", "1"]
 
 
-# A fresh process's first vector-math call (benchmarks/vml_first_call.py): 1 if it equals the second.
-FIRST_CALL = """
-import sys, torch
-from tessera.devices import use_cpu_threads
-use_cpu_threads(2)
-inv_freq = 1.0 / (10000 ** (torch.arange(0, 16, 2).float() / 16))
-freqs = torch.outer(torch.arange(256, dtype=torch.float32), inv_freq)
-table = torch.cat((freqs, freqs), dim=-1)  # the NT rotary table, where two runs' embeddings differed
-f = getattr(torch, sys.argv[1])
-print(int(torch.equal(f(table), f(table))))
-"""
-
-
 def test_the_first_vector_math_call_on_two_threads_gives_the_usual_bits():
     """Without the set-up in use_cpu_threads, 7.5 % of fresh processes got other bits from their first
-    call (21 of 280 in benchmarks/vml_first_call.py): 30 processes all agreeing would then happen 1 time in 10."""
+    call (21 of 280 in benchmarks/vml_first_call.py): 30 processes all agreeing would then happen 1 time in 10.
+    Each trial is the benchmark's: a fresh process, the NT rotary table, one function, first call vs second."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def first_call_agrees(name: str) -> bool:
-        out = subprocess.run([sys.executable, "-c", FIRST_CALL, name], capture_output=True, text=True, check=True)
-        return out.stdout.strip() == "1"
-
+    spec = importlib.util.spec_from_file_location("vml_first_call", REPO / "benchmarks" / "vml_first_call.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
     names = [devices.VML_FUNCTIONS[i % len(devices.VML_FUNCTIONS)] for i in range(30)]
     with ThreadPoolExecutor(2) as pool:
-        agree = list(pool.map(first_call_agrees, names))
-    assert all(agree), [name for name, ok in zip(names, agree) if not ok]
+        differs = list(pool.map(lambda name: benchmark.first_call_differs(2, name, "tessera"), names))
+    assert not any(differs), [name for name, bad in zip(names, differs) if bad]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PATCH_ENCODER_ONLY, REPO, cohort_config, demo_slides_sheet
+from conftest import PATCH_ENCODER_ONLY, REPO, cohort_config, demo_slides_sheet, job_stats
 from slurm_cluster import ACCOUNT, GPU_MODEL
 from tessera.profiles import SLURM_SITE, slurm_resources
 from tessera.rundiff import compare_runs
@@ -153,8 +153,7 @@ def test_tiny_cohort_on_slurm_writes_the_bytes_of_a_local_run(slurm, runs):
 
     # Every job but the local ones (the manifest) ran as a SLURM job of this run, where the profile says.
     jobs = jobs_of(slurm, output)
-    planned = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", output.split("Job stats:")[1], re.M)}
-    expected = {rule: n for rule, n in planned.items() if rule not in ("all", "total", "manifest")}
+    expected = {rule: n for rule, n in job_stats(output).items() if rule not in ("all", "manifest")}
     assert {rule: sum(j["rule"] == rule for j in jobs) for rule in expected} == expected
     assert all(j["state"] == "COMPLETED" and j["account"] == ACCOUNT and j["qos"] == "normal" for j in jobs), jobs
     gpu_rules = {"extract_features", "embed_gene"}

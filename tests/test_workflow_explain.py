@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +9,7 @@ import yaml
 from scipy import stats
 
 from cdp import find_chromium, inspect_page
-from conftest import REPO, cohort_config, run_snakemake
+from conftest import REPO, cohort_config, planned_jobs, run_snakemake
 from explain_fakes import write_attention, write_features_from_slides, write_oof
 from tessera.demo import make_demo_cohort
 
@@ -22,11 +20,6 @@ CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 K = 6
 HEATMAPS = 5  # heatmaps of the deep model: 3 slides of highest-risk patients, 2 of lowest-risk ones
 
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule → job count from the 'Job stats' table of a dry run."""
-    table = proc.stdout.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PATCH_ENCODER_ONLY, cohort_config, demo_slides_sheet, run_snakemake
+from conftest import PATCH_ENCODER_ONLY, cohort_config, demo_slides_sheet, job_stats, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -22,18 +22,6 @@ GENOMIC_RULES = {"annotation_genes", "gene_region", "gene_sequences", "nt_random
                  "genomics_cohort"}
 SURVIVAL_RULES = {"survival_cohort", "survival_tabular", "survival_ranking", "survival_deep", "survival_heatmaps",
                   "survival_summary"}
-
-
-def job_stats(text: str) -> dict[str, int]:
-    """Rule → job count from the first 'Job stats' table in Snakemake's output (a dry run prints it to
-    stdout, a real run logs it to stderr)."""
-    table = text.split("Job stats:", 1)[-1].split("Select jobs to execute")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
-
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule → job count of a dry run."""
-    return job_stats(proc.stdout)
 
 
 def user_config(cohort, workdir, encoders=None, **sheets):

@@ -6,15 +6,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import REPO, cohort_config, run_snakemake
+from conftest import REPO, cohort_config, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule → job count from the 'Job stats' table of a dry run."""
-    table = proc.stdout.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
 def write_sheet(cohort, workdir, extra_rows=()):

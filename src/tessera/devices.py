@@ -198,7 +198,7 @@ def use_cpu_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
-    small = torch.ones(8, dtype=torch.float64)
     for dtype in (torch.float32, torch.float64):
+        small = torch.ones(8, dtype=dtype)
         for name in VML_FUNCTIONS:
-            getattr(torch, name)(small.to(dtype))
+            getattr(torch, name)(small)
